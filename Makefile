@@ -1,0 +1,53 @@
+# xaistudy — the README's two commands are `make demo` and `make test`.
+# Both create (or reuse) the virtual environment $(VENV) from the pins in pyproject.toml.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv demo test test-services lint bench browser-deps deploy-check compose-check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python scripts/requirements.py > $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# Debian's Chromium and its driver, for the browser tests (installed only when missing).
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+demo: venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo --host $(HOST) --port $(PORT)
+
+test: venv browser-deps
+	$(BIN)/python -m pytest -m "not services" -q
+
+# Needs PostgreSQL and Redis (see .ci/run, which starts them and sets the URLs).
+test-services: venv
+	$(BIN)/python -m pytest -m services -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python bench/explainers.py --quick
+
+deploy-check: venv
+	DJANGO_SETTINGS_MODULE=xaistudy.settings_production DJANGO_SECRET_KEY=ci-$(shell head -c 32 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9') \
+	  DJANGO_ALLOWED_HOSTS=xaistudy.example.org $(BIN)/python manage.py check --deploy --fail-level WARNING
+
+compose-check:
+	DJANGO_SECRET_KEY=compose-check docker-compose -f docker/compose.yml config --quiet
+
+clean:
+	rm -rf var

@@ -1,0 +1,277 @@
+"""Django admin: where researchers configure models, pairs, image sets and studies.
+
+Admin classes only present and dispatch; every write goes through a service.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from studies import models
+from studies.services.importers import (
+    ImportRejected,
+    image_set_import,
+    records_from_folder,
+    zip_extract,
+)
+
+
+@admin.register(models.ClassifierModel)
+class ClassifierModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "arch", "n_classes", "target_layer", "input_size", "short_sha", "created_at")
+    search_fields = ("name", "arch", "description")
+    list_filter = ("arch",)
+    readonly_fields = ("created_at",)
+
+    @admin.display(description="classes")
+    def n_classes(self, obj: models.ClassifierModel) -> int:
+        return len(obj.class_names or [])
+
+    @admin.display(description="weights sha256")
+    def short_sha(self, obj: models.ClassifierModel) -> str:
+        return obj.weights_sha256[:12] if obj.weights_sha256 else "(shipped)"
+
+
+@admin.register(models.ModelPair)
+class ModelPairAdmin(admin.ModelAdmin):
+    list_display = ("name", "model_a", "model_b", "relation")
+    list_filter = ("relation",)
+    search_fields = ("name", "description", "model_a__name", "model_b__name")
+    autocomplete_fields = ("model_a", "model_b")
+
+
+class ZipImportForm(forms.Form):
+    name = forms.SlugField(help_text="name of the new image set")
+    archive = forms.FileField(help_text="zip of an image folder with manifest.csv, or a PASCAL VOC folder")
+    only_two_categories = forms.BooleanField(
+        required=False, initial=True, help_text="keep only images with exactly two categories"
+    )
+    categories = forms.CharField(
+        required=False, help_text="allowed categories, separated by ';' (empty = take them from the input)"
+    )
+
+
+@admin.register(models.ImageSet)
+class ImageSetAdmin(admin.ModelAdmin):
+    list_display = ("name", "source", "n_images", "n_categories", "created_at")
+    list_filter = ("source",)
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at",)
+    change_list_template = "admin/studies/imageset/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[models.ImageSet]:
+        return super().get_queryset(request).annotate(image_count=Count("images"))
+
+    @admin.display(description="images", ordering="image_count")
+    def n_images(self, obj: models.ImageSet) -> int:
+        return obj.image_count
+
+    @admin.display(description="categories")
+    def n_categories(self, obj: models.ImageSet) -> int:
+        return len(obj.categories or [])
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        extra = [
+            path(
+                "import-zip/",
+                self.admin_site.admin_view(self.import_zip_view),
+                name="studies_imageset_import_zip",
+            )
+        ]
+        return extra + super().get_urls()
+
+    def import_zip_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a zip, import it through the importer service, report every problem."""
+        if not self.has_add_permission(request):
+            return HttpResponse(status=403)
+        form = ZipImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["archive"]
+            categories_text = form.cleaned_data["categories"].strip()
+            categories = [c.strip() for c in categories_text.split(";") if c.strip()] or None
+            try:
+                if upload.size > _max_upload():
+                    raise ImportRejected([f"upload is {upload.size:,} bytes, over the limit of {_max_upload():,} bytes"])
+                with tempfile.TemporaryDirectory(prefix="xaistudy-import-") as tmp:
+                    folder = zip_extract(data=upload.read(), destination=Path(tmp))
+                    records, source = records_from_folder(folder=folder)
+                    image_set = image_set_import(
+                        name=form.cleaned_data["name"],
+                        records=records,
+                        source=source,
+                        categories=categories,
+                        require_categories=2 if form.cleaned_data["only_two_categories"] else None,
+                    )
+            except ImportRejected as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Imported {image_set.images.count()} images into {image_set.name}.")
+                return HttpResponseRedirect(reverse("admin:studies_imageset_change", args=[image_set.pk]))
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Import images from a zip", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/studies/imageset/import_zip.html", context)
+
+
+def _max_upload() -> int:
+    from django.conf import settings
+
+    return settings.XAISTUDY_MAX_UPLOAD_BYTES
+
+
+@admin.register(models.Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ("original_name", "image_set", "categories", "width", "height", "short_sha")
+    list_filter = ("image_set",)
+    search_fields = ("original_name", "sha256")
+    list_select_related = ("image_set",)
+    readonly_fields = ("sha256", "width", "height", "preview")
+
+    @admin.display(description="sha256")
+    def short_sha(self, obj: models.Image) -> str:
+        return obj.sha256[:12]
+
+    @admin.display(description="preview")
+    def preview(self, obj: models.Image) -> str:
+        if not obj.file:
+            return "-"
+        return format_html('<img src="{}" style="max-width:320px;max-height:320px">', obj.file.url)
+
+
+class JobInline(admin.TabularInline):
+    model = models.Job
+    extra = 0
+    can_delete = False
+    fields = ("kind", "status", "stage", "done", "total", "error", "created_at", "finished_at")
+    readonly_fields = fields
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ExcludedWorkerInline(admin.TabularInline):
+    model = models.ExcludedWorker
+    extra = 0
+
+
+@admin.register(models.Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "status", "platform", "n_methods", "progress", "created_at")
+    list_filter = ("kind", "status", "platform")
+    search_fields = ("name", "slug")
+    readonly_fields = ("slug", "created_at", "item_summary")
+    autocomplete_fields = ("model", "model_pair")
+    inlines = (JobInline, ExcludedWorkerInline)
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set")}),
+        ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
+                               "practice_pass_fraction", "lease_seconds", "require_both_correct")}),
+        ("Wording", {"fields": ("question", "wording", "consent_text", "consent_version", "instructions", "questionnaire")}),
+        ("Recruiting", {"fields": ("platform", "completion_code", "prolific_completion_url", "seed")}),
+        ("Analysis and explainers", {"fields": ("explainer_options", "exclusion_rules")}),
+        ("Items and progress", {"fields": ("item_summary", "created_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[models.Study]:
+        return super().get_queryset(request).annotate(
+            answered=Sum("items__n_answered", filter=Q(items__role="main")),
+            main_items=Count("items", filter=Q(items__role="main")),
+        )
+
+    @admin.display(description="methods")
+    def n_methods(self, obj: models.Study) -> int:
+        return len(obj.methods or [])
+
+    @admin.display(description="judgments")
+    def progress(self, obj: models.Study) -> str:
+        wanted = (obj.main_items or 0) * obj.judgments_per_item
+        return f"{obj.answered or 0} / {wanted}"
+
+    @admin.display(description="items")
+    def item_summary(self, obj: models.Study) -> str:
+        if obj.pk is None:
+            return "-"
+        rows = (
+            obj.items.values("role", "method")
+            .annotate(n=Count("id"), answered=Sum("n_answered"), leased=Sum("n_leased"))
+            .order_by("role", "method")
+        )
+        if not rows:
+            return "no items yet (prepare the study)"
+        header = "<tr><th>role</th><th>method</th><th>items</th><th>answered</th><th>open leases</th></tr>"
+        body = "".join(
+            format_html(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                row["role"], row["method"], row["n"], row["answered"] or 0, row["leased"] or 0,
+            )
+            for row in rows
+        )
+        return format_html("<table>{}{}</table>", format_html(header), format_html(body))
+
+
+@admin.register(models.Stimulus)
+class StimulusAdmin(admin.ModelAdmin):
+    list_display = ("method", "image", "model", "target_class", "short_sha", "created_at")
+    list_filter = ("method", "model")
+    search_fields = ("sha256", "image__original_name")
+    list_select_related = ("image", "model")
+    readonly_fields = ("preview",)
+
+    @admin.display(description="sha256")
+    def short_sha(self, obj: models.Stimulus) -> str:
+        return obj.sha256[:12]
+
+    @admin.display(description="preview")
+    def preview(self, obj: models.Stimulus) -> str:
+        return format_html('<img src="{}" style="max-width:320px">', obj.file.url) if obj.file else "-"
+
+
+@admin.register(models.Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = ("study", "role", "method", "image", "target_label", "n_answered", "n_leased")
+    list_filter = ("role", "method", "study")
+    search_fields = ("public_id", "image__original_name", "target_label")
+    list_select_related = ("study", "image")
+    raw_id_fields = ("image", "stimulus_a", "stimulus_b")
+
+
+@admin.register(models.Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ("study", "platform", "worker_hash_short", "status", "is_simulated", "started_at", "completed_at")
+    list_filter = ("platform", "status", "is_simulated", "study")
+    search_fields = ("platform_worker_id", "worker_hash", "mturk_assignment_id", "prolific_session_id")
+    list_select_related = ("study",)
+    readonly_fields = ("token", "worker_hash", "started_at", "completed_at")
+
+    @admin.display(description="worker")
+    def worker_hash_short(self, obj: models.Participant) -> str:
+        return obj.worker_hash[:12]
+
+
+@admin.register(models.Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("study", "kind", "status", "stage", "done", "total", "created_at", "finished_at")
+    list_filter = ("kind", "status")
+    list_select_related = ("study",)
+    readonly_fields = ("public_id", "created_at", "started_at", "updated_at", "finished_at")
+
+
+@admin.register(models.Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ("assignment", "chosen_option", "correct", "score_model_a", "client_response_ms", "created_at")
+    list_filter = ("correct",)
+    raw_id_fields = ("assignment",)
+
+
+@admin.register(models.EvaluationResult)
+class EvaluationResultAdmin(admin.ModelAdmin):
+    list_display = ("study", "method", "metric", "created_at")
+    list_filter = ("metric", "method")
