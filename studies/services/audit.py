@@ -1,0 +1,199 @@
+"""Reconciliation of a study's books: nothing acknowledged is lost, no quota is broken.
+
+``study_audit`` re-derives, from the rows themselves, every invariant the worker flow promises
+and names each violation. It only reads; run it after a pilot, a load test or a fault (the fault
+tests in ``tests/services/test_faults.py`` end with it), or from ``manage.py audit_study``.
+
+"Acknowledged" is defined from the data: a submit was acknowledged to the worker exactly when
+its assignment moved to ``answered`` (the flow writes the ``Response`` and that transition in one
+transaction and answers the HTTP request only after the commit). The invariants:
+
+1. ``responses``: every ``answered`` assignment has exactly one ``Response`` (the one-to-one key
+   enforces "at most one"; the audit checks "at least one"), and every ``Response`` belongs to an
+   ``answered`` assignment; an answered assignment carries ``answered_at``.
+2. ``correctness``: a discrimination response's ``correct`` flag equals
+   ``chosen_option == item.correct_option``.
+3. ``quota``: for each main item, ``answered + open leases <= study.judgments_per_item``.
+4. ``counters``: each item's ``n_answered`` / ``n_leased`` equal the counts of its ``answered`` /
+   ``leased`` assignments.
+5. ``repeat``: no participant holds two assignments of one item, and no platform identity holds
+   two participants in the study.
+6. ``stimulus``: every stimulus an item shows exists in storage and hashes to its ``sha256``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.core.files.storage import default_storage
+from django.db.models import Count, Q
+
+from studies.models import Assignment, Item, Participant, Response, Stimulus, Study
+from studies.services.storage import storage_sha256
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    """One violated invariant: ``code`` names the rule, ``message`` the rows involved."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+@dataclass
+class AuditReport:
+    """What ``study_audit`` checked and what it found wrong (empty ``problems`` = clean)."""
+
+    study_id: int
+    items: int = 0
+    assignments: int = 0
+    responses: int = 0
+    stimuli: int = 0
+    problems: list[AuditProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, code: str, message: str) -> None:
+        self.problems.append(AuditProblem(code=code, message=message))
+
+    def summary(self) -> str:
+        verdict = "clean" if self.ok else f"{len(self.problems)} problem(s)"
+        return (
+            f"study {self.study_id}: {self.items} items, {self.assignments} assignments, "
+            f"{self.responses} responses, {self.stimuli} stimuli checked: {verdict}"
+        )
+
+
+def _check_responses(report: AuditReport, study: Study) -> None:
+    answered_without = Assignment.objects.filter(
+        item__study=study, status=Assignment.Status.ANSWERED, response__isnull=True
+    ).values_list("token", "item__public_id")
+    for token, item_public_id in answered_without:
+        report.add("responses", f"assignment {token} (item {item_public_id}) is answered but has no response")
+    no_time = Assignment.objects.filter(
+        item__study=study, status=Assignment.Status.ANSWERED, answered_at__isnull=True
+    ).values_list("token", flat=True)
+    for token in no_time:
+        report.add("responses", f"assignment {token} is answered but has no answered_at")
+    orphans = (
+        Response.objects.filter(assignment__item__study=study)
+        .exclude(assignment__status=Assignment.Status.ANSWERED)
+        .values_list("pk", "assignment__token", "assignment__status")
+    )
+    for pk, token, status in orphans:
+        report.add("responses", f"response {pk} belongs to assignment {token} whose status is {status!r}, not answered")
+
+
+def _check_correctness(report: AuditReport, study: Study) -> None:
+    if study.kind != Study.Kind.CLASS_DISCRIMINATION:
+        return
+    rows = Response.objects.filter(assignment__item__study=study, assignment__item__correct_option__isnull=False)
+    for pk, chosen, correct, right in rows.values_list(
+        "pk", "chosen_option", "correct", "assignment__item__correct_option"
+    ):
+        expected = None if chosen is None else chosen == right
+        if correct != expected:
+            report.add("correctness", f"response {pk} chose {chosen}, item's right option is {right}, "
+                                      f"but correct={correct}")  # fmt: skip
+
+
+def _check_items(report: AuditReport, study: Study) -> None:
+    items = Item.objects.filter(study=study).annotate(
+        actual_answered=Count("assignments", filter=Q(assignments__status=Assignment.Status.ANSWERED)),
+        actual_leased=Count("assignments", filter=Q(assignments__status=Assignment.Status.LEASED)),
+    )
+    quota = study.judgments_per_item
+    for item in items:
+        report.items += 1
+        name = f"item {item.public_id} ({item.role}, {item.method})"
+        if item.role == Item.Role.MAIN and item.actual_answered + item.actual_leased > quota:
+            report.add("quota", f"{name} has {item.actual_answered} answered + {item.actual_leased} open leases "
+                                f"> judgments_per_item={quota}")  # fmt: skip
+        if item.n_answered != item.actual_answered:
+            report.add("counters", f"{name} says n_answered={item.n_answered} but has {item.actual_answered} answered")
+        if item.n_leased != item.actual_leased:
+            report.add("counters", f"{name} says n_leased={item.n_leased} but has {item.actual_leased} open leases")
+
+
+def _check_repeats(report: AuditReport, study: Study) -> None:
+    twice = (
+        Assignment.objects.filter(item__study=study)
+        .values("participant__token", "item__public_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    for row in twice:
+        report.add("repeat", f"participant {row['participant__token']} was given item {row['item__public_id']} "
+                             f"{row['n']} times")  # fmt: skip
+    identities = (
+        Participant.objects.filter(study=study)
+        .values("platform", "platform_worker_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    for row in identities:
+        report.add("repeat", f"worker {row['platform']}:{row['platform_worker_id']!r} has {row['n']} participant rows")
+
+
+def _study_stimuli(study: Study) -> Iterable[Stimulus]:
+    ids = set(Item.objects.filter(study=study, stimulus_a__isnull=False).values_list("stimulus_a", flat=True))
+    ids |= set(Item.objects.filter(study=study, stimulus_b__isnull=False).values_list("stimulus_b", flat=True))
+    return Stimulus.objects.filter(pk__in=ids).order_by("pk").only("file", "sha256", "method", "image_id")
+
+
+def _check_stimuli(report: AuditReport, study: Study) -> None:
+    for stimulus in _study_stimuli(study):
+        report.stimuli += 1
+        name = stimulus.file.name
+        if not name or not default_storage.exists(name):
+            report.add("stimulus", f"stimulus {stimulus.pk} ({stimulus.method}) file {name!r} is missing")
+            continue
+        actual = storage_sha256(name)
+        if actual != stimulus.sha256:
+            report.add("stimulus", f"stimulus {stimulus.pk} ({stimulus.method}) file {name!r} hashes to "
+                                   f"{actual[:12]}…, recorded {stimulus.sha256[:12]}…")  # fmt: skip
+
+
+def study_audit(*, study_id: int, check_files: bool = True) -> AuditReport:
+    """Check every invariant listed in the module docstring for one study (read-only).
+
+    Args:
+        study_id: the study's primary key.
+        check_files: re-hash the stimulus files (the slow part; on by default).
+
+    Returns:
+        An ``AuditReport`` whose ``problems`` name every violation (empty when clean).
+    """
+    study = Study.objects.get(pk=study_id)
+    report = AuditReport(study_id=study.pk)
+    report.assignments = Assignment.objects.filter(item__study=study).count()
+    report.responses = Response.objects.filter(assignment__item__study=study).count()
+    _check_responses(report, study)
+    _check_correctness(report, study)
+    _check_items(report, study)
+    _check_repeats(report, study)
+    if check_files:
+        _check_stimuli(report, study)
+    return report
+
+
+def study_lookup(*, key: str) -> Study:
+    """Find a study by primary key, slug or exact name (for command-line arguments).
+
+    Raises:
+        Study.DoesNotExist: nothing matches; ``Study.MultipleObjectsReturned`` if a name is ambiguous.
+    """
+    if key.isdigit():
+        found = Study.objects.filter(pk=int(key)).first()
+        if found:
+            return found
+    found = Study.objects.filter(slug=key).first()
+    if found:
+        return found
+    return Study.objects.get(name=key)
