@@ -241,3 +241,17 @@ def test_percentile_interval_ignores_nan_replicates():
     assert (low[0], high[0]) == (1.75, 3.25)
     assert np.isnan(low[1])
     assert np.isnan(high[1])
+
+
+def test_analysis_package_imports_neither_django_nor_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, studies.analysis; "
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'django', 'torch'}); "
+        "assert not bad, bad"
+    )
+    root = Path(__file__).resolve().parents[3]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
