@@ -13,6 +13,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,8 @@ def main() -> None:
     )
     kw = {"n_boot": args.n_boot, "seed": 0}
     stages: list[tuple[str, float, float]] = []
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, load average {load}")
     print(f"  {'stage':<44s} {'wall':>7s}   {'cpu':>7s}")
 
     def timed(label: str, fn):

@@ -33,6 +33,7 @@ __all__ = [
     "AlphaLevel",
     "binomial_test_two_sided",
     "compact_codes",
+    "group_order",
     "holm_adjust",
     "krippendorff_alpha",
     "majority_vote_accuracy",
@@ -67,6 +68,33 @@ def compact_codes(codes: ArrayLike) -> tuple[NDArray[np.intp], int]:
     present = np.bincount(arr.ravel()) > 0
     new_code = np.cumsum(present) - 1
     return new_code[arr].astype(np.intp, copy=False), int(present.sum())
+
+
+def group_order(group: NDArray[np.integer], n_groups: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Stable order of judgments by group code, and each group's slice bounds in that order.
+
+    Group ``g`` occupies ``order[bounds[g]:bounds[g + 1]]``. Small codes are sorted with
+    numpy's radix sort (stable sort of a 16-bit key), O(n).
+    """
+    g = np.asarray(group)
+    key = g.astype(np.uint16) if n_groups <= 2**16 else g
+    order = np.argsort(key, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(g, minlength=n_groups)[:n_groups])))
+    return order, bounds
+
+
+def _factorize(x: NDArray) -> tuple[NDArray[np.intp], NDArray]:
+    """``(codes, levels)`` with ``levels[codes] == x`` and levels sorted; O(n) for small ints."""
+    if x.size and np.issubdtype(x.dtype, np.integer):
+        low = int(x.min())
+        span = int(x.max()) - low
+        if span <= 4 * x.size + 16:
+            codes, _ = compact_codes(x.astype(np.int64) - low)
+            present = np.bincount(x.astype(np.int64) - low, minlength=span + 1) > 0
+            return codes, np.flatnonzero(present) + low
+    sorted_x = np.sort(x)
+    levels = sorted_x[np.concatenate(([True], sorted_x[1:] != sorted_x[:-1]))] if x.size else sorted_x
+    return np.searchsorted(levels, x), levels
 
 
 def wilson_interval(
@@ -290,8 +318,7 @@ def two_way_cluster_bootstrap_means(
     ones = np.ones(y.size, dtype=dtype)
     col_mult_d = col_mult.astype(dtype)
     row_mult_f32 = row_mult.astype(np.float32)
-    order = np.argsort(g, kind="stable")
-    bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
+    order, bounds = group_order(g, n_groups)
     for gg in range(n_groups):
         sel = order[bounds[gg] : bounds[gg + 1]]
         if sel.size == 0:
@@ -349,12 +376,8 @@ def krippendorff_alpha(
         raise ValueError("units and values must be 1-d arrays of equal length")
     if u_raw.size == 0:
         return float("nan")
-    u_sorted = np.sort(u_raw)
-    u_levels = u_sorted[np.concatenate(([True], u_sorted[1:] != u_sorted[:-1]))]
-    u = np.searchsorted(u_levels, u_raw)
-    v_sorted = np.sort(v_raw)
-    v_levels = v_sorted[np.concatenate(([True], v_sorted[1:] != v_sorted[:-1]))]
-    v = np.searchsorted(v_levels, v_raw)
+    u, u_levels = _factorize(u_raw)
+    v, v_levels = _factorize(v_raw)
     n_units, n_values = u_levels.size, v_levels.size
     counts = sp.csr_matrix((np.ones(u.size), (u, v)), shape=(n_units, n_values))  # duplicates are summed
     m_u = np.asarray(counts.sum(axis=1)).ravel()

@@ -37,6 +37,7 @@ from studies.analysis.quality import ExclusionReport, ExclusionRule, apply_exclu
 from studies.analysis.stats import (
     binomial_test_two_sided,
     compact_codes,
+    group_order,
     holm_adjust,
     krippendorff_alpha,
     majority_vote_accuracy,
@@ -194,12 +195,6 @@ def _distinct_per_group(group: NDArray, codes: NDArray, n_groups: int) -> NDArra
     return present.reshape(n_groups, k).sum(axis=1)
 
 
-def _group_slices(group: NDArray, n_groups: int) -> tuple[NDArray, NDArray]:
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-    return order, bounds
-
-
 def _pairs(
     names: Sequence[str],
     estimate: NDArray,
@@ -294,7 +289,7 @@ def discrimination_analysis(
         method, item, correct, n_groups=m, answer=answer if use_answer else None
     )
     rated = answer if use_answer else correct.astype(np.intp)
-    order, bounds = _group_slices(method, m)
+    order, bounds = group_order(method, m)
     alphas = []
     for g in range(m):
         rows = order[bounds[g] : bounds[g + 1]]
@@ -335,9 +330,27 @@ def discrimination_analysis(
     )
 
 
-def discrimination_table(j: Judgments, **kwargs: Any) -> list[DiscriminationRow]:
-    """The per-method rows of :func:`discrimination_analysis` (same keyword arguments)."""
-    return list(discrimination_analysis(j, **kwargs).rows)
+def discrimination_table(
+    j: Judgments,
+    *,
+    n_options: int = 2,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    exclude_workers: ArrayLike | None = None,
+    include_simulated: bool = True,
+) -> list[DiscriminationRow]:
+    """The per-method rows of :func:`discrimination_analysis` (same arguments)."""
+    analysis = discrimination_analysis(
+        j,
+        n_options=n_options,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        exclude_workers=exclude_workers,
+        include_simulated=include_simulated,
+    )
+    return list(analysis.rows)
 
 
 def _wilcoxon(x: NDArray, zero_method: ZeroMethod) -> tuple[float, float]:
@@ -401,7 +414,7 @@ def trust_analysis(
         score_b, method, worker, item, n_groups=m, n_boot=n_boot, seed=seed
     )
     b_low, b_high = percentile_interval(reps, confidence, axis=1)
-    order, bounds = _group_slices(method, m)
+    order, bounds = group_order(method, m)
     tests, alphas = [], []
     for g in range(m):
         rows = order[bounds[g] : bounds[g + 1]]
@@ -452,9 +465,27 @@ def trust_analysis(
     )
 
 
-def trust_table(j: Judgments, **kwargs: Any) -> list[TrustRow]:
-    """The per-method rows of :func:`trust_analysis` (same keyword arguments)."""
-    return list(trust_analysis(j, **kwargs).rows)
+def trust_table(
+    j: Judgments,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    zero_method: ZeroMethod = "wilcox",
+    exclude_workers: ArrayLike | None = None,
+    include_simulated: bool = True,
+) -> list[TrustRow]:
+    """The per-method rows of :func:`trust_analysis` (same arguments)."""
+    analysis = trust_analysis(
+        j,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        zero_method=zero_method,
+        exclude_workers=exclude_workers,
+        include_simulated=include_simulated,
+    )
+    return list(analysis.rows)
 
 
 def analyse_with_and_without_exclusions(
