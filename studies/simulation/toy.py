@@ -38,12 +38,18 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def heat_render_png(heat: np.ndarray, colormap: str = "jet") -> bytes:
-    """Render a 2-D heat array (any range) as an RGB PNG through ``colormap`` (0 = min, 1 = max)."""
+def heat_render_png(heat: np.ndarray, scene: np.ndarray | None = None, colormap: str = "jet") -> bytes:
+    """Render a 2-D heat array (any range) through ``colormap`` (0 = min, 1 = max) as an RGB PNG.
+
+    With ``scene`` (``H x W x 3`` uint8) the colours are blended half and half with it, as the
+    platform's CAM overlays are.
+    """
     low, high = float(heat.min()), float(heat.max())
     scaled = (heat - low) / (high - low) if high > low else np.zeros_like(heat)
-    rgb = (colormaps[colormap](scaled)[..., :3] * 255).round().astype(np.uint8)
-    return _png(rgb)
+    rgb = colormaps[colormap](scaled)[..., :3]
+    if scene is not None:
+        rgb = 0.5 * rgb + 0.5 * (scene.astype(np.float64) / 255.0)
+    return _png((rgb * 255).round().astype(np.uint8))
 
 
 def _save(prefix: str, data: bytes, extension: str = ".png") -> tuple[str, str]:
@@ -59,7 +65,7 @@ def _blob(size: int, cx: float, cy: float, sigma: float) -> np.ndarray:
     return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
 
 
-def _scene(size: int, rng: np.random.Generator, left: int, right: int) -> tuple[bytes, bytes]:
+def _scene(size: int, rng: np.random.Generator, left: int, right: int) -> tuple[np.ndarray, bytes]:
     half = size // 2
     rgb = np.full((size, size, 3), 235, np.uint8)
     mask = np.zeros((size, size), np.uint8)
@@ -75,9 +81,8 @@ def _scene(size: int, rng: np.random.Generator, left: int, right: int) -> tuple[
         else:
             region = (yy >= cy - r) & (yy <= cy + r) & (abs(xx - cx) <= (yy - (cy - r)) / 2)
         rgb[:, x0 : x0 + half][region] = colour
-        mask[:, x0 : x0 + half][region] = category + 1
-        del index
-    return _png(rgb), _png(mask)
+        mask[:, x0 : x0 + half][region] = index + 1  # 1 + index into the image's categories
+    return rgb, _png(mask)
 
 
 def toy_study_create(
@@ -117,7 +122,7 @@ def toy_study_create(
         for index in range(n_images):
             left, right = rng.choice(len(TOY_CATEGORIES), size=2, replace=False).tolist()
             scene, mask = _scene(size, rng, left, right)
-            scene_name, scene_sha = _save("images", scene)
+            scene_name, scene_sha = _save("images", _png(scene))
             mask_name, _ = _save("masks", mask)
             image = Image.objects.create(
                 image_set=image_set, file=scene_name, original_name=f"toy-{index:03d}.png", sha256=scene_sha,
@@ -137,7 +142,7 @@ def toy_study_create(
                         heat = _blob(size, other_cx, size / 2, size / 8)
                     else:
                         heat = _blob(size, size / 2, size / 2, size) + rng.uniform(0, 0.3, (size, size))
-                    data = heat_render_png(heat)
+                    data = heat_render_png(heat, scene)
                     stimulus_name, stimulus_sha = _save("stimuli", data)
                     stimulus = Stimulus.objects.create(
                         image=image, model=model, method=method, target_class=target, settings={"toy": True},
