@@ -4,7 +4,8 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+PINS := $(shell $(PYTHON) scripts/requirements.py | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(PINS)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
