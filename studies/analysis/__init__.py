@@ -7,11 +7,14 @@ Public surface (see the modules for formulas and references):
   :func:`trust_analysis` / :func:`trust_table` - per-method rows and pairwise comparisons.
 * :func:`rules_from_json`, :func:`apply_exclusions`,
   :func:`analyse_with_and_without_exclusions` - quality control.
+* :func:`mixed_logit` - optional ``correct ~ method + (1|worker) + (1|item)`` (statsmodels,
+  imported lazily).
 * :mod:`studies.analysis.stats` - the primitives (Wilson, binomial test, Holm,
   two-way cluster bootstrap, Krippendorff's alpha, majority vote).
 """
 
 from studies.analysis.judgments import Judgments, score_towards_model_a
+from studies.analysis.mixed import MixedLogitResult, MixedLogitRow, mixed_logit
 from studies.analysis.quality import (
     CatchAccuracyBelow,
     ExclusionReport,
@@ -47,6 +50,8 @@ __all__ = [
     "ExclusionRule",
     "Judgments",
     "MedianTrialTimeBelow",
+    "MixedLogitResult",
+    "MixedLogitRow",
     "PairwiseRow",
     "RuleCount",
     "StraightLining",
@@ -58,6 +63,7 @@ __all__ = [
     "apply_exclusions",
     "discrimination_analysis",
     "discrimination_table",
+    "mixed_logit",
     "rows_as_dicts",
     "rules_from_json",
     "rules_to_json",
