@@ -249,8 +249,9 @@ def discrimination_analysis(
     """Per-method class-discrimination statistics and pairwise comparisons.
 
     Args:
-        j: Judgments with ``correct`` (``answer`` optional: used for the plurality vote and
-            alpha; without it, correct/incorrect is the rated value).
+        j: Judgments with ``correct``. ``answer`` is optional: when it is known for every
+            judgment it is the rated value for the plurality vote and alpha; otherwise
+            correct/incorrect is.
         n_options: Options per question; chance is ``1 / n_options``.
         n_boot: Cluster-bootstrap replicates (0 skips the bootstrap: intervals ``nan``).
         seed: Bootstrap seed (fixed seed, identical result).

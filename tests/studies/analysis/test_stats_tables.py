@@ -325,3 +325,29 @@ def test_rows_as_dicts_and_empty_method():
         "alpha_nominal",
         "majority_accuracy",
     }
+
+
+def test_tables_on_empty_and_tiny_input_give_nan_not_errors():
+    empty = np.array([], dtype=int)
+    j = Judgments(
+        method=empty,
+        worker=empty,
+        item=empty,
+        method_names=("a", "b"),
+        correct=np.array([], bool),
+        score_towards_a=np.array([], np.int8),
+    )
+    d = discrimination_analysis(j, n_boot=10)
+    assert [r.n_judgments for r in d.rows] == [0, 0]
+    assert np.isnan(d.rows[0].accuracy)
+    assert np.isnan(d.pairs[0].p_boot_holm)
+    t = trust_table(j, n_boot=10)
+    assert np.isnan(t[0].mean)
+    assert np.isnan(t[0].wilcoxon_p)
+    one = Judgments(
+        method=[0], worker=[3], item=[5], method_names=("a",), correct=[True], score_towards_a=[0]
+    )
+    row = discrimination_table(one, n_boot=10)[0]
+    assert (row.accuracy, row.boot_low, row.boot_high) == (1.0, 1.0, 1.0)
+    assert np.isnan(row.alpha_nominal)  # a single rating is not pairable
+    assert np.isnan(trust_table(one, n_boot=10)[0].wilcoxon_p)  # only a zero difference
