@@ -170,6 +170,8 @@ class StudyAdmin(admin.ModelAdmin):
     readonly_fields = ("slug", "created_at", "item_summary")
     autocomplete_fields = ("model", "model_pair")
     inlines = (JobInline, ExcludedWorkerInline)
+    change_form_template = "admin/studies/study/change_form.html"  # adds a "Results" link
+    actions = ("export_tidy_csv",)
     fieldsets = (
         (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set")}),
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
@@ -185,6 +187,14 @@ class StudyAdmin(admin.ModelAdmin):
             answered=Sum("items__n_answered", filter=Q(items__role="main")),
             main_items=Count("items", filter=Q(items__role="main")),
         )
+
+    @admin.action(description="Download tidy CSV of the judgments (one row per judgment)")
+    def export_tidy_csv(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> HttpResponse:
+        from studies.exports import streaming_csv_response, tidy_lines_for_studies
+
+        studies = list(queryset.order_by("pk"))
+        name = f"study-{studies[0].pk}-tidy.csv" if len(studies) == 1 else "studies-tidy.csv"
+        return streaming_csv_response(tidy_lines_for_studies(studies), name)
 
     @admin.display(description="methods")
     def n_methods(self, obj: models.Study) -> int:

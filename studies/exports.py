@@ -1,0 +1,427 @@
+"""CSV exports of a study, produced as row generators and streamed.
+
+Exports (``EXPORT_KINDS``):
+
+* ``tidy`` - one row per judgment (practice trials left out): study, item, method, models,
+  image, target class, the options as shown and their order, the answer, correct or scores,
+  hashed worker id, platform ids, times, response times, exclusion flags (any rule and one
+  column per rule), simulated flag.
+* ``summary`` - one row per (with/without exclusions, method) with every statistic.
+* ``pairwise`` - one row per (with/without exclusions, pair of methods), Holm-adjusted.
+* ``exclusions`` - one row per rule with the workers and judgments it flags.
+* ``mturk`` - MTurk batch-results shape: one row per participant with ``HITId``,
+  ``AssignmentId``, ``WorkerId``, ``WorkTimeInSeconds``, ``Input.*`` and ``Answer.*``.
+* ``payments-mturk`` / ``payments-prolific`` - approve / reject / bonus lists.
+
+Every cell goes through :func:`csv_cell`: a string that a spreadsheet would evaluate as a
+formula (first character ``= + - @``, tab or carriage return) is prefixed with ``'``
+(OWASP "CSV injection"); numbers are written as numbers, so ``-2`` stays ``-2``. The one
+exception are identifiers (:class:`Identifier`: study slug, item id, hashed worker id,
+platform ids) made only of ``A-Z a-z 0-9 _ -``: such a value cannot hold a function call or
+a DDE payload (no parentheses, quotes, ``|``, ``!`` or ``+``), so it is written unchanged and
+joins exactly with the other files; any other identifier (e.g. a worker id sent as
+``=cmd|...``) is escaped like all text.
+
+Payment policy (``payment_decisions``): a completed participant flagged by no rule is
+approved (and gets ``bonus``); one flagged by ``catch_accuracy_below`` (failed attention
+checks, the reason both platforms accept) is rejected; one flagged only by other rules, or
+who did not complete, is left for manual review.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+from django.http import StreamingHttpResponse
+
+from studies.analysis import apply_exclusions, rows_as_dicts, rules_from_json
+from studies.models import Assignment, Item, Participant, Response, Study
+from studies.selectors.judgments import StudyJudgments, study_judgments_load
+from studies.services.results import StudyResults, pairwise_rows, study_results_compute, summary_rows
+
+__all__ = [
+    "EXPORT_KINDS",
+    "ExclusionFlags",
+    "Identifier",
+    "PaymentDecision",
+    "csv_cell",
+    "csv_lines",
+    "export_rows",
+    "exclusion_flags_compute",
+    "payment_decisions",
+    "streaming_csv_response",
+]
+
+EXPORT_KINDS = ("tidy", "summary", "pairwise", "exclusions", "mturk", "payments-mturk", "payments-prolific")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_SAFE_IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class Identifier(str):
+    """A system or platform identifier: left unescaped when it is ``[A-Za-z0-9_-]+`` only."""
+
+    __slots__ = ()
+
+
+def _ident(value: Any) -> Identifier | None:
+    return None if value is None else Identifier(value)
+_CHUNK = 2000
+
+
+def csv_cell(value: Any) -> Any:
+    """A value made safe for a spreadsheet cell.
+
+    ``None`` becomes ``""``; booleans ``true``/``false``; datetimes ISO 8601; lists and dicts
+    JSON; numbers stay numbers; a string starting with ``= + - @``, tab or CR gets a leading
+    ``'`` so that Excel, LibreOffice and Google Sheets show it as text.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal | np.integer | np.floating):
+        if isinstance(value, float | np.floating) and not np.isfinite(value):
+            return ""
+        return value
+    if isinstance(value, Identifier) and _SAFE_IDENTIFIER.fullmatch(value):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple | dict):
+        value = json.dumps(value, ensure_ascii=False)
+    text = str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+class _Echo:
+    """A file-like object whose ``write`` returns the line (for streaming csv.writer output)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """CSV text lines (header first) with every cell passed through :func:`csv_cell`."""
+    writer = csv.writer(_Echo(), lineterminator="\n")
+    yield writer.writerow([csv_cell(h) for h in header])
+    for row in rows:
+        yield writer.writerow([csv_cell(v) for v in row])
+
+
+def streaming_csv_response(lines: Iterator[str], filename: str) -> StreamingHttpResponse:
+    """A streamed ``text/csv`` download (UTF-8) named ``filename``."""
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@dataclass(frozen=True)
+class ExclusionFlags:
+    """Which rule flags which participant (by participant primary key)."""
+
+    rule_names: tuple[str, ...]
+    flags_by_participant: dict[int, tuple[bool, ...]]
+
+    def of(self, participant_id: int) -> tuple[bool, ...]:
+        return self.flags_by_participant.get(participant_id, (False,) * len(self.rule_names))
+
+
+def exclusion_flags_compute(*, study: Study, loaded: StudyJudgments | None = None) -> ExclusionFlags:
+    """Apply the study's exclusion rules and return the flags per participant id."""
+    data = loaded if loaded is not None else study_judgments_load(study=study)
+    rules = rules_from_json(study.exclusion_rules or [])
+    report = apply_exclusions(data.judgments, rules)
+    names = tuple(f"{r.name}#{k + 1}" if sum(x.name == r.name for x in rules) > 1 else r.name
+                  for k, r in enumerate(rules))  # fmt: skip
+    flags: dict[int, tuple[bool, ...]] = {}
+    if rules and report.worker_flags.shape[1]:
+        present = np.unique(data.judgments.worker)
+        for code in present.tolist():
+            flags[int(data.participant_ids[code])] = tuple(bool(x) for x in report.worker_flags[:, code])
+    return ExclusionFlags(rule_names=names, flags_by_participant=flags)
+
+
+def _item_info(study: Study) -> dict[int, dict[str, Any]]:
+    rows = Item.objects.filter(study_id=study.pk).exclude(role=Item.Role.PRACTICE).values(
+        "id", "public_id", "role", "method", "target_class", "target_label", "options", "correct_option",
+        "image__original_name", "image__sha256", "stimulus_a__sha256", "stimulus_b__sha256",
+    )  # fmt: skip
+    return {row["id"]: row for row in rows}
+
+
+def _participant_info(study: Study) -> dict[int, dict[str, Any]]:
+    rows = Participant.objects.filter(study_id=study.pk).values(
+        "id", "worker_hash", "platform", "platform_worker_id", "mturk_assignment_id", "mturk_hit_id",
+        "prolific_study_id", "prolific_session_id", "status", "is_simulated", "started_at", "completed_at",
+    )  # fmt: skip
+    return {row["id"]: row for row in rows}
+
+
+def _models(study: Study) -> tuple[str, str]:
+    if study.kind == Study.Kind.TRUST and study.model_pair_id:
+        pair = study.model_pair
+        return pair.model_a.name, pair.model_b.name
+    return (study.model.name if study.model_id else ""), ""
+
+
+TIDY_HEADER = (
+    "study", "study_kind", "item", "item_role", "method", "model", "model_b", "image", "image_sha256",
+    "stimulus_sha256", "stimulus_b_sha256", "target_class", "target_label", "options", "option_order",
+    "options_as_shown", "correct_option", "answer_option", "answer_label", "answer_position", "correct",
+    "robot_a_is_model_a", "score_model_a", "score_towards_model_b", "worker_hash", "platform",
+    "mturk_assignment_id", "mturk_hit_id", "prolific_study_id", "prolific_session_id", "trial_position",
+    "shown_at", "answered_at", "response_ms", "server_response_ms", "excluded", "excluded_by",
+)  # fmt: skip
+
+
+def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list[Any]]]:
+    items = _item_info(study)
+    people = _participant_info(study)
+    model_a, model_b = _models(study)
+    header = [*TIDY_HEADER, *(f"exclude_{name}" for name in flags.rule_names), "is_simulated"]
+    trust = study.kind == Study.Kind.TRUST
+
+    def rows() -> Iterator[list[Any]]:
+        query = (
+            Response.objects.filter(assignment__item__study_id=study.pk)
+            .exclude(assignment__item__role=Item.Role.PRACTICE)
+            .order_by("id")
+            .values_list(
+                "assignment__item_id", "assignment__participant_id", "assignment__position",
+                "assignment__option_order", "assignment__model_a_shown_left", "assignment__shown_at",
+                "assignment__answered_at", "chosen_option", "correct", "score_model_a", "client_response_ms",
+                "created_at",
+            )
+        )  # fmt: skip
+        for (item_id, pid, position, order, a_left, shown_at, answered_at, chosen, correct, score, rt_ms,
+             created_at) in query.iterator(chunk_size=_CHUNK):  # fmt: skip
+            item = items[item_id]
+            person = people[pid]
+            options = item["options"] or []
+            order = list(order or range(len(options)))
+            shown = [options[k] if 0 <= k < len(options) else None for k in order]
+            answered = answered_at or created_at
+            server_ms = round((answered_at - shown_at).total_seconds() * 1000) if answered_at and shown_at else None
+            rule_flags = flags.of(pid)
+            yield [
+                _ident(study.slug), study.kind, _ident(item["public_id"]), item["role"], item["method"], model_a, model_b,
+                item["image__original_name"], item["image__sha256"], item["stimulus_a__sha256"],
+                item["stimulus_b__sha256"], item["target_class"], item["target_label"], options, order, shown,
+                item["correct_option"], chosen,
+                options[chosen] if chosen is not None and 0 <= chosen < len(options) else None,
+                order.index(chosen) if chosen in order else None,
+                correct,
+                (a_left if a_left is not None else True) if trust else None,
+                score, None if score is None else -score,
+                _ident(person["worker_hash"]), person["platform"], _ident(person["mturk_assignment_id"]),
+                _ident(person["mturk_hit_id"]), _ident(person["prolific_study_id"]),
+                _ident(person["prolific_session_id"]), position,
+                shown_at, answered, rt_ms, server_ms, any(rule_flags),
+                ";".join(n for n, f in zip(flags.rule_names, rule_flags, strict=True) if f),
+                *rule_flags, person["is_simulated"],
+            ]  # fmt: skip
+
+    return header, rows()
+
+
+def _dict_rows(dicts: list[dict[str, Any]], fallback_header: Sequence[str]) -> tuple[list[str], Iterator[list[Any]]]:
+    header = list(dicts[0]) if dicts else list(fallback_header)
+    return header, ([d.get(h) for h in header] for d in dicts)
+
+
+@dataclass(frozen=True)
+class PaymentDecision:
+    """What to do with one participant's submission on the crowd platform."""
+
+    participant_id: int
+    action: str  # "approve", "reject" or "review"
+    reason: str
+    bonus: Decimal
+
+
+def payment_decisions(*, study: Study, flags: ExclusionFlags, bonus: Decimal = Decimal("0")) -> list[PaymentDecision]:
+    """Approve / reject / review per participant, following the policy in the module docstring."""
+    decisions = []
+    for pid, status in Participant.objects.filter(study_id=study.pk).order_by("id").values_list("id", "status"):
+        rule_flags = flags.of(pid)
+        flagged = [n for n, f in zip(flags.rule_names, rule_flags, strict=True) if f]
+        if status != Participant.Status.COMPLETED:
+            decisions.append(PaymentDecision(pid, "review", f"did not complete (status {status})", Decimal("0")))
+        elif any(n.startswith("catch_accuracy_below") for n in flagged):
+            decisions.append(PaymentDecision(pid, "reject", "failed attention checks", Decimal("0")))
+        elif flagged:
+            decisions.append(PaymentDecision(pid, "review", "flagged by " + ", ".join(flagged), Decimal("0")))
+        else:
+            decisions.append(PaymentDecision(pid, "approve", "", bonus))
+    return decisions
+
+
+def _payments(study: Study, flags: ExclusionFlags, platform: str, bonus: Decimal) -> tuple[list[str], Iterator[list[Any]]]:
+    people = _participant_info(study)
+    decisions = [d for d in payment_decisions(study=study, flags=flags, bonus=bonus)
+                 if people[d.participant_id]["platform"] == platform]  # fmt: skip
+    if platform == Study.Platform.MTURK:
+        header = ["AssignmentId", "WorkerId", "HITId", "Approve", "Reject", "BonusAmount", "BonusReason", "Review"]
+
+        def rows() -> Iterator[list[Any]]:
+            for d in decisions:
+                p = people[d.participant_id]
+                yield [_ident(p["mturk_assignment_id"]), _ident(p["platform_worker_id"]), _ident(p["mturk_hit_id"]),
+                       "x" if d.action == "approve" else "", d.reason if d.action == "reject" else "",
+                       f"{d.bonus:.2f}" if d.bonus else "", "study bonus" if d.bonus else "",
+                       d.reason if d.action == "review" else ""]  # fmt: skip
+    else:
+        header = ["participant_id", "session_id", "study_id", "action", "reason", "bonus"]
+
+        def rows() -> Iterator[list[Any]]:
+            for d in decisions:
+                p = people[d.participant_id]
+                yield [_ident(p["platform_worker_id"]), _ident(p["prolific_session_id"]), _ident(p["prolific_study_id"]),
+                       d.action.upper(), d.reason, f"{d.bonus:.2f}" if d.bonus else ""]  # fmt: skip
+
+    return header, rows()
+
+
+def _mturk_wide(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
+    """One row per participant, trials in their order as ``Answer.trial_NN_*`` columns."""
+    items = _item_info(study)
+    people = _participant_info(study)
+    answered = (
+        Assignment.objects.filter(participant__study_id=study.pk, response__isnull=False)
+        .exclude(item__role=Item.Role.PRACTICE)
+        .order_by("participant_id", "position", "id")
+        .values_list("participant_id", "item_id", "response__chosen_option", "response__score_model_a",
+                     "response__correct", "response__client_response_ms")
+    )  # fmt: skip
+    per_participant: dict[int, int] = {}
+    for pid in answered.values_list("participant_id", flat=True).iterator(chunk_size=_CHUNK):
+        per_participant[pid] = per_participant.get(pid, 0) + 1
+    n_trials = max(per_participant.values(), default=0)
+    trial_fields = ("item", "method", "answer", "correct", "rt_ms")
+    header = ["HITId", "AssignmentId", "WorkerId", "AssignmentStatus", "AcceptTime", "SubmitTime",
+              "WorkTimeInSeconds", "Input.study", "Input.study_kind", "Input.platform", "Answer.n_trials",
+              "Answer.worker_hash", "Answer.is_simulated",
+              *(f"Answer.trial_{k + 1:02d}_{f}" for k in range(n_trials) for f in trial_fields)]  # fmt: skip
+    trust = study.kind == Study.Kind.TRUST
+
+    def person_row(pid: int, trials: list[list[Any]]) -> list[Any]:
+        p = people[pid]
+        started, completed = p["started_at"], p["completed_at"]
+        work = round((completed - started).total_seconds()) if started and completed else None
+        status = "Submitted" if p["status"] == Participant.Status.COMPLETED else "Accepted"
+        cells = [value for trial in trials for value in trial]
+        cells += [None] * (n_trials * len(trial_fields) - len(cells))
+        return [_ident(p["mturk_hit_id"]), _ident(p["mturk_assignment_id"]), _ident(p["platform_worker_id"]), status,
+                started, completed, work, _ident(study.slug), study.kind, p["platform"], len(trials),
+                _ident(p["worker_hash"]), p["is_simulated"],
+                *cells]  # fmt: skip
+
+    def rows() -> Iterator[list[Any]]:
+        current: int | None = None
+        trials: list[list[Any]] = []
+        for pid, item_id, chosen, score, correct, rt_ms in answered.iterator(chunk_size=_CHUNK):
+            if pid != current and current is not None:
+                yield person_row(current, trials)
+                trials = []
+            current = pid
+            item = items[item_id]
+            options = item["options"] or []
+            answer = score if trust and item["role"] == Item.Role.MAIN else (
+                options[chosen] if chosen is not None and 0 <= chosen < len(options) else chosen)
+            trials.append([_ident(item["public_id"]), item["method"], answer, correct, rt_ms])
+        if current is not None:
+            yield person_row(current, trials)
+
+    return header, rows()
+
+
+def export_rows(
+    *,
+    study: Study,
+    kind: str,
+    include_simulated: bool = True,
+    bonus: Decimal | str = "0",
+    results: StudyResults | None = None,
+) -> tuple[list[str], Iterator[list[Any]]]:
+    """Header and row iterator of one export of one study (rows are produced lazily).
+
+    Args:
+        study: The study.
+        kind: One of ``EXPORT_KINDS``.
+        include_simulated: For ``summary``/``pairwise``: analyse simulated observers too.
+        bonus: Bonus per approved participant for the payment lists (e.g. ``"0.50"``).
+        results: Results already computed (summary/pairwise/exclusions reuse them).
+
+    Raises:
+        ValueError: For an unknown ``kind`` or a malformed bonus.
+    """
+    if kind not in EXPORT_KINDS:
+        raise ValueError(f"unknown export {kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
+    try:
+        bonus_amount = Decimal(str(bonus))
+    except InvalidOperation:
+        raise ValueError(f"bonus must be a decimal amount such as 0.50, got {bonus!r}") from None
+    if bonus_amount < 0:
+        raise ValueError(f"bonus must not be negative, got {bonus!r}")
+    if kind == "mturk":
+        return _mturk_wide(study)
+    if kind in ("summary", "pairwise", "exclusions"):
+        if results is None:
+            results = study_results_compute(study=study, include_simulated=include_simulated)
+        if kind == "summary":
+            return _dict_rows(summary_rows(results), ("analysis", "method"))
+        if kind == "pairwise":
+            return _dict_rows(pairwise_rows(results), ("analysis", "method_a", "method_b"))
+        report = results.analysis.exclusions
+        dicts = rows_as_dicts(report.per_rule) + [{
+            "rule": "any", "label": "excluded by any rule", "n_workers": report.n_workers_excluded,
+            "n_judgments": report.n_judgments_excluded,
+        }]  # fmt: skip
+        return _dict_rows(dicts, ("rule", "label", "n_workers", "n_judgments"))
+    flags = exclusion_flags_compute(study=study)
+    if kind == "tidy":
+        return _tidy(study, flags)
+    platform = Study.Platform.MTURK if kind == "payments-mturk" else Study.Platform.PROLIFIC
+    return _payments(study, flags, platform, bonus_amount)
+
+
+def export_filename(study: Study, kind: str) -> str:
+    """``<study slug prefix>-<kind>.csv``."""
+    return f"study-{study.pk}-{kind}.csv"
+
+
+def tidy_lines_for_studies(studies: Sequence[Study]) -> Iterator[str]:
+    """Tidy CSV lines of several studies in one file (the union of their columns, one header).
+
+    Studies with different exclusion rules have different ``exclude_<rule>`` columns; a
+    study's rows leave the other studies' rule columns empty.
+    """
+    parts = [export_rows(study=study, kind="tidy") for study in studies]
+    header: list[str] = []
+    for study_header, _ in parts:
+        header += [h for h in study_header if h not in header]
+    if "is_simulated" in header:  # keep the simulated flag last
+        header.remove("is_simulated")
+        header.append("is_simulated")
+
+    def rows() -> Iterator[list[Any]]:
+        for study_header, study_rows in parts:
+            if study_header == header:
+                yield from study_rows
+                continue
+            index = [study_header.index(h) if h in study_header else None for h in header]
+            for row in study_rows:
+                yield [None if k is None else row[k] for k in index]
+
+    return csv_lines(header, rows())

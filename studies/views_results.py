@@ -1,0 +1,182 @@
+"""Staff-only results pages: tables, plots, CSV exports and the reproducibility pack.
+
+URLs (names in the ``studies`` namespace)::
+
+    results/<slug>/                          results            the page (?exclusions=on|off, ?simulated=include|exclude)
+    results/<slug>/plot/<name>.<png|svg>     results_plot       scores | answers | timeline
+    results/<slug>/export/<kind>.csv         results_export     see studies.exports.EXPORT_KINDS (?bonus=0.50)
+    results/<slug>/pack.zip                  results_pack       the reproducibility pack
+
+Views parse the query, call one service, and present; non-staff users are redirected to the
+admin login (302).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from studies import plots
+from studies.exports import EXPORT_KINDS, csv_lines, export_filename, export_rows, streaming_csv_response
+from studies.models import Study
+from studies.services.repro_pack import study_repro_pack_write
+from studies.services.results import StudyResults, study_evaluations_list, study_results_get
+
+
+def _flags(request: HttpRequest) -> tuple[bool, bool]:
+    """``(with_exclusions, include_simulated)`` from the query string."""
+    return request.GET.get("exclusions", "on") != "off", request.GET.get("simulated", "include") != "exclude"
+
+
+def _study(slug: str) -> Study:
+    return get_object_or_404(Study.objects.select_related("model", "model_pair__model_a", "model_pair__model_b"), slug=slug)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _display_rows(results: StudyResults, with_exclusions: bool) -> list[dict[str, Any]]:
+    table = results.table(with_exclusions=with_exclusions)
+    out = []
+    for row in table.rows:
+        if results.kind == "discrimination":
+            out.append({
+                "method": row.method, "n": row.n_judgments, "workers": row.n_workers, "items": row.n_items,
+                "score": f"{100 * row.accuracy:.2f}%" if math.isfinite(row.accuracy) else "–",
+                "detail": f"{row.n_correct}/{row.n_judgments}",
+                "wilson": f"[{_fmt(row.wilson_low)}, {_fmt(row.wilson_high)}]",
+                "boot": f"[{_fmt(row.boot_low)}, {_fmt(row.boot_high)}]",
+                "p": _p(row.binomial_p), "alpha": _fmt(row.alpha_nominal),
+                "majority": f"{_fmt(row.majority_accuracy)} ({row.majority_n_items} items, {row.majority_ties} ties)",
+            })  # fmt: skip
+        else:
+            counts = [row.count_minus2, row.count_minus1, row.count_0, row.count_plus1, row.count_plus2]
+            shares = [row.share_minus2, row.share_minus1, row.share_0, row.share_plus1, row.share_plus2]
+            out.append({
+                "method": row.method, "n": row.n_judgments, "workers": row.n_workers, "items": row.n_items,
+                "score": _fmt(row.mean, 2), "detail": f"sd {_fmt(row.sd, 2)}",
+                "boot": f"[{_fmt(row.boot_low, 2)}, {_fmt(row.boot_high, 2)}]",
+                "p": _p(row.wilcoxon_p), "alpha": _fmt(row.alpha_ordinal),
+                "answers": [{"count": c, "share": f"{100 * s:.0f}%" if math.isfinite(s) else "–"}
+                            for c, s in zip(counts, shares, strict=True)],
+            })  # fmt: skip
+    return out
+
+
+def _display_pairs(results: StudyResults, with_exclusions: bool) -> list[dict[str, Any]]:
+    digits = 3 if results.kind == "discrimination" else 2
+    return [
+        {
+            "a": pair.method_a, "b": pair.method_b, "diff": _fmt(pair.difference, digits),
+            "ci": f"[{_fmt(pair.boot_low, digits)}, {_fmt(pair.boot_high, digits)}]",
+            "p_boot": _p(pair.p_boot), "p_boot_holm": _p(pair.p_boot_holm),
+            "p_naive": _p(pair.p_naive), "p_naive_holm": _p(pair.p_naive_holm),
+            "significant": math.isfinite(pair.p_boot_holm) and pair.p_boot_holm < 0.05,
+        }
+        for pair in results.table(with_exclusions=with_exclusions).pairs
+    ]  # fmt: skip
+
+
+@staff_member_required
+@require_GET
+def results_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """The per-method table laid out like the paper's, pairwise comparisons, exclusions, plots."""
+    study = _study(slug)
+    with_exclusions, include_simulated = _flags(request)
+    try:
+        results = study_results_get(study=study, include_simulated=include_simulated)
+    except ValueError as exc:  # malformed exclusion rules
+        return render(request, "studies/results/error.html", {"study": study, "error": str(exc)}, status=400)
+    query = f"exclusions={'on' if with_exclusions else 'off'}&simulated={'include' if include_simulated else 'exclude'}"
+    report = results.analysis.exclusions
+    context = {
+        "study": study,
+        "results": results,
+        "kind": results.kind,
+        "rows": _display_rows(results, with_exclusions),
+        "pairs": _display_pairs(results, with_exclusions),
+        "table": results.table(with_exclusions=with_exclusions),
+        "with_exclusions": with_exclusions,
+        "include_simulated": include_simulated,
+        "report": report,
+        "evaluations": study_evaluations_list(study=study),
+        "query": query,
+        "plots": [(name, reverse("studies:results_plot", args=[study.slug, name, "png"]) + "?" + query,
+                   reverse("studies:results_plot", args=[study.slug, name, "svg"]) + "?" + query)
+                  for name in plots.PLOT_NAMES],  # fmt: skip
+        "exports": [(kind, reverse("studies:results_export", args=[study.slug, kind]) + "?" + query)
+                    for kind in EXPORT_KINDS],  # fmt: skip
+        "pack_url": reverse("studies:results_pack", args=[study.slug]) + "?" + query,
+        "trust_labels": plots.TRUST_LABELS,
+        "title": f"Results: {study.name}",
+    }
+    return render(request, "studies/results/page.html", context)
+
+
+@staff_member_required
+@require_GET
+def results_plot(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpResponse:
+    """One plot as PNG or SVG (``?download=1`` saves it as a file)."""
+    if name not in plots.PLOT_NAMES or fmt not in ("png", "svg"):
+        raise Http404("unknown plot")
+    study = _study(slug)
+    with_exclusions, include_simulated = _flags(request)
+    results = study_results_get(study=study, include_simulated=include_simulated)
+    rows = results.table(with_exclusions=with_exclusions).rows
+    label = "with exclusions" if with_exclusions else "all workers"
+    if name == "timeline":
+        fig = plots.timeline_figure(results.timeline_edges_ms, results.timeline_counts, title="judgments over time")
+    elif name == "scores" and results.kind == "discrimination":
+        fig = plots.accuracy_figure(rows, title=f"class discrimination ({label})")  # type: ignore[arg-type]
+    else:
+        fig = plots.answers_figure(rows, title=f"answers per method ({label})")
+    body = plots.figure_bytes(fig, fmt)  # type: ignore[arg-type]
+    response = HttpResponse(body, content_type="image/png" if fmt == "png" else "image/svg+xml")
+    if request.GET.get("download"):
+        response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-{name}.{fmt}"'
+    return response
+
+
+@staff_member_required
+@require_GET
+def results_export(request: HttpRequest, slug: str, kind: str) -> HttpResponse:
+    """A streamed CSV export (``tidy``, ``summary``, ``mturk``, payment lists, ...)."""
+    study = _study(slug)
+    _, include_simulated = _flags(request)
+    try:
+        header, rows = export_rows(study=study, kind=kind, include_simulated=include_simulated,
+                                   bonus=request.GET.get("bonus", "0"))  # fmt: skip
+    except ValueError as exc:
+        if kind not in EXPORT_KINDS:
+            raise Http404(str(exc)) from None
+        return HttpResponseBadRequest(str(exc))
+    return streaming_csv_response(csv_lines(header, rows), export_filename(study, kind))
+
+
+@staff_member_required
+@require_GET
+def results_pack(request: HttpRequest, slug: str) -> FileResponse:
+    """The reproducibility pack (zip), spooled to a temporary file then streamed."""
+    study = _study(slug)
+    _, include_simulated = _flags(request)
+    spool = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115 - FileResponse closes it
+    study_repro_pack_write(study=study, fileobj=spool, include_simulated=include_simulated)
+    spool.seek(0)
+    return FileResponse(spool, as_attachment=True, filename=f"study-{study.pk}-reproducibility.zip",
+                        content_type="application/zip")  # fmt: skip
