@@ -1,0 +1,209 @@
+"""Backward rules for rectifiers (plain, guided, deconvnet) that share one forward graph.
+
+Mechanism (chosen over module hooks, which miss functional calls):
+
+* While the model runs its forward inside :func:`rectifier_rules`, a
+  :class:`torch.overrides.TorchFunctionMode` intercepts every rectifier call,
+  whatever its spelling: ``nn.ReLU`` / ``nn.ReLU6`` modules (their ``forward`` calls
+  ``F.relu`` / ``F.hardtanh``), ``F.relu``, ``F.relu_``, ``F.relu6``, ``torch.relu``,
+  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, and ``F.hardtanh`` with
+  ``min_val == 0`` (a capped ReLU such as ReLU6). In-place calls stay in place, so
+  reused in-place modules (torchvision ResNet, EfficientNet-Lite) behave exactly as
+  without the mode; the model is never edited.
+* Each intercepted call runs :class:`_RuledRectifier`, an autograd function that
+  saves its *output* (as PyTorch's own ``relu`` does) and whose backward reads the
+  mutable :class:`RuleState` **at backward time**. One forward graph can therefore
+  serve a plain backward, then a guided one, then a deconvnet one
+  (``retain_graph=True``) -- the Zennit "active flag" idea, applied to every
+  rectifier rather than only to hooked modules.
+* As a guard, forward hooks on ``nn.ReLU``/``nn.ReLU6``/``nn.Hardtanh`` modules
+  check that each module output really went through the ruled function and raise
+  otherwise (e.g. a subclass calling ``torch.ops.aten.relu`` directly). All hooks
+  and the mode are removed in ``finally`` blocks, also when the forward raises.
+
+Rules, with ``g`` the gradient arriving at the rectifier output ``y`` and
+``m = 1[lo < y < hi]`` its forward derivative (``hi = inf`` for ReLU):
+
+* plain:     ``g * m``                      (ordinary backpropagation)
+* guided:    ``max(g, 0) * m``              (Springenberg et al., 2015, "Striving for
+  simplicity: the all convolutional net"; identical to Captum ``GuidedBackprop``)
+* deconvnet: ``max(g, 0)``                  (Zeiler & Fergus, 2014, "Visualizing and
+  understanding convolutional networks"; identical to Captum ``Deconvolution``).
+  For a capped rectifier (ReLU6) the deconvnet rule is also ``max(g, 0)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+Rule = Literal["plain", "guided", "deconvnet"]
+RULES: tuple[Rule, ...] = ("plain", "guided", "deconvnet")
+
+
+class RuleState:
+    """Mutable holder of the rule applied by every ruled rectifier on the next backward."""
+
+    def __init__(self, rule: Rule = "plain") -> None:
+        self.rule: Rule = rule
+        self.calls = 0  # rectifier calls intercepted during the forward
+
+    def set(self, rule: Rule) -> None:
+        if rule not in RULES:
+            raise ValueError(f"unknown backward rule {rule!r}; expected one of {RULES}")
+        self.rule = rule
+
+
+class _RuledRectifier(torch.autograd.Function):
+    """y = clamp(x, lo, hi) with a backward chosen by ``state.rule`` at backward time."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, lo: float, hi: float, inplace: bool, state: RuleState
+    ) -> torch.Tensor:
+        if math.isinf(hi):
+            y = x.relu_() if inplace else torch.relu(x)
+        else:
+            y = F.hardtanh(x, lo, hi, inplace=inplace)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.save_for_backward(y)
+        ctx.lo, ctx.hi, ctx.state = lo, hi, state
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        rule = ctx.state.rule
+        if rule == "deconvnet":
+            return grad.clamp(min=0), None, None, None, None
+        if rule == "guided":
+            grad = grad.clamp(min=0)
+        if math.isinf(ctx.hi):
+            grad_in = torch.ops.aten.threshold_backward(grad, y, 0)
+        else:  # y in (lo, hi) iff x in (lo, hi): same mask as hardtanh_backward(x)
+            grad_in = torch.ops.aten.hardtanh_backward(grad, y, ctx.lo, ctx.hi)
+        return grad_in, None, None, None, None
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+# func -> (lo, hi, inplace) parser; hardtanh entries return None when not a rectifier.
+def _relu(inplace: bool) -> Callable[[tuple, dict], tuple[float, float, bool]]:
+    return lambda a, k: (0.0, math.inf, inplace)
+
+
+def _relu_maybe_inplace(a: tuple, k: dict) -> tuple[float, float, bool]:
+    return 0.0, math.inf, bool(_arg(a, k, 1, "inplace", False))
+
+
+def _relu6(a: tuple, k: dict) -> tuple[float, float, bool]:
+    return 0.0, 6.0, bool(_arg(a, k, 1, "inplace", False))
+
+
+def _hardtanh(inplace: bool | None) -> Callable[[tuple, dict], tuple[float, float, bool] | None]:
+    def parse(a: tuple, k: dict) -> tuple[float, float, bool] | None:
+        lo = float(_arg(a, k, 1, "min_val", -1.0))
+        hi = float(_arg(a, k, 2, "max_val", 1.0))
+        ip = bool(_arg(a, k, 3, "inplace", False)) if inplace is None else inplace
+        return (lo, hi, ip) if lo == 0.0 and hi > 0.0 else None
+
+    return parse
+
+
+_RECTIFIERS: dict[Callable, Callable[[tuple, dict], tuple[float, float, bool] | None]] = {
+    torch.relu: _relu(False),
+    torch.relu_: _relu(True),
+    torch.Tensor.relu: _relu(False),
+    torch.Tensor.relu_: _relu(True),
+    F.relu: _relu_maybe_inplace,
+    F.relu_: _relu(True),
+    F.relu6: _relu6,
+    F.hardtanh: _hardtanh(None),
+    F.hardtanh_: _hardtanh(True),
+    torch._C._nn.relu6: _relu6,
+    torch._C._nn.hardtanh: _hardtanh(False),
+    torch._C._nn.hardtanh_: _hardtanh(True),
+}
+
+
+class _RectifierMode(TorchFunctionMode):
+    """Routes every rectifier call through :class:`_RuledRectifier`."""
+
+    def __init__(self, state: RuleState) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        parse = _RECTIFIERS.get(func)
+        if parse is not None:
+            x = args[0] if args else kwargs.get("input", kwargs.get("self"))
+            spec = parse(args, kwargs)
+            if (
+                spec is not None
+                and isinstance(x, torch.Tensor)
+                and torch.is_grad_enabled()
+                and x.requires_grad
+            ):
+                self.state.calls += 1
+                lo, hi, inplace = spec
+                return _RuledRectifier.apply(x, lo, hi, inplace, self.state)
+        return func(*args, **kwargs)
+
+
+def _is_rectifier_module(module: nn.Module) -> bool:
+    if isinstance(module, nn.ReLU):
+        return True
+    return isinstance(module, nn.Hardtanh) and module.min_val == 0.0 and module.max_val > 0.0
+
+
+def _check_ruled(name: str) -> Callable[[nn.Module, Any, Any], None]:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not (isinstance(output, torch.Tensor) and output.requires_grad):
+            return
+        node = output.grad_fn
+        if node is None or type(node).__name__ != "_RuledRectifierBackward":
+            raise RuntimeError(
+                f"rectifier module {name!r} ({type(module).__name__}) escaped the backward "
+                "rule (its forward does not call torch.relu/F.relu/F.hardtanh); guided/"
+                "deconvnet maps would silently be plain gradients"
+            )
+
+    return hook
+
+
+@contextlib.contextmanager
+def rectifier_rules(model: nn.Module, state: RuleState) -> Iterator[RuleState]:
+    """Context manager: run the model's forward inside it to make its rectifiers ruled.
+
+    Args:
+        model: the network; only used to install temporary guard hooks on its
+            rectifier modules. The model is not edited.
+        state: the rule holder; change ``state.rule`` between backward passes.
+
+    Yields:
+        ``state`` (``state.calls`` counts intercepted rectifier calls).
+    """
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if _is_rectifier_module(module):
+                handles.append(module.register_forward_hook(_check_ruled(name), prepend=True))
+        with _RectifierMode(state):
+            yield state
+    finally:
+        for handle in handles:
+            handle.remove()
