@@ -247,9 +247,11 @@ def two_way_cluster_bootstrap_means(
 
     This is Owen's (2007) pigeonhole bootstrap for crossed random effects (see also Field &
     Welsh 2007, and McCullagh 2000 on why no exact bootstrap exists for crossed designs);
-    Owen shows its variance estimate is mildly conservative. All groups share the same
-    worker and item draws, so differences between methods can be read off the same
-    replicates (a paired comparison when items are shared by methods).
+    it is conservative: the judgment-level (residual) variance is counted up to three times,
+    so with no worker or item effects the interval is up to sqrt(3) wider than needed, while
+    with strong effects it is close to nominal (``bench/analysis_coverage.py``). All groups
+    share the same worker and item draws, so differences between methods can be read off
+    the same replicates (a paired comparison when items are shared by methods).
 
     Vectorization: per group, the judgments are summed into a sparse matrix ``A`` (values)
     and ``N`` (counts) with rows on the larger cluster side (usually workers) and columns on
