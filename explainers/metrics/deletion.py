@@ -6,7 +6,8 @@ Pixels (or ``patch`` x ``patch`` squares) are ranked by the map, most relevant f
 * **deletion**: replaced by the baseline (start = the image, end = the baseline), or
 * **insertion**: copied from the image onto the baseline (start = the baseline, end = the image),
 
-and the model's softmax probability of the target class is recorded. The area under the curve
+and the model's softmax probability of the target class is recorded (``score="sigmoid"`` for
+multi-label models, ``"logit"`` for the raw score). The area under the curve
 is the trapezoid rule over the exact fraction of units perturbed, ``x_s = count_s / N in [0, 1]``:
 ``AUC = sum_s (x_{s+1} - x_s) (p_s + p_{s+1}) / 2``. Lower deletion AUC and higher insertion AUC
 mean a more faithful map.
@@ -42,7 +43,7 @@ from explainers.metrics._common import (
 
 CurveMode = Literal["deletion", "insertion"]
 BaselineName = Literal["blur", "mean", "zero"]
-ScoreName = Literal["softmax", "logit"]
+ScoreName = Literal["softmax", "sigmoid", "logit"]
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,11 @@ def _target_scores(model: nn.Module, x: Tensor, targets: Tensor, score: ScoreNam
     logits = model(x)
     if logits.ndim != 2:
         raise ValueError(f"model must return [N, classes] logits, got shape {tuple(logits.shape)}")
-    values = logits.float().softmax(1) if score == "softmax" else logits.float()
-    return values.gather(1, targets[:, None])[:, 0]
+    picked = logits.float()
+    if score == "softmax":
+        picked = picked.softmax(1)
+    picked = picked.gather(1, targets[:, None])[:, 0]
+    return picked.sigmoid() if score == "sigmoid" else picked
 
 
 def perturbation_curves(
@@ -159,7 +163,9 @@ def perturbation_curves(
         patch: side of the square units that are ranked and removed together; must divide H and W.
         baseline: what a removed pixel becomes (see :func:`make_baseline`).
         blur_sigma: blur standard deviation in pixels for ``baseline="blur"``.
-        score: ``"softmax"`` probability (default, as in RISE) or the raw ``"logit"``.
+        score: ``"softmax"`` probability (default, as in RISE, for single-label classifiers),
+            ``"sigmoid"`` of the target logit (multi-label classifiers such as the synthetic
+            world's CNN), or the raw ``"logit"``.
         batch_size: perturbed images per forward pass (memory knob).
         channel_reduction: how ``[B, C, H, W]`` maps become one value per pixel.
 
@@ -179,8 +185,8 @@ def perturbation_curves(
         raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
     if patch < 1 or h % patch or w % patch:
         raise ValueError(f"patch={patch} must be >= 1 and divide the image size {h}x{w}")
-    if score not in ("softmax", "logit"):
-        raise ValueError(f"score must be 'softmax' or 'logit', got {score!r}")
+    if score not in ("softmax", "sigmoid", "logit"):
+        raise ValueError(f"score must be 'softmax', 'sigmoid' or 'logit', got {score!r}")
 
     hp, wp = h // patch, w // patch
     n_units = hp * wp

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from explainers.metrics._common import as_targets, check_images, eval_mode
 from explainers.metrics.correlation import occlusion_rank_correlation
-from explainers.metrics.deletion import BaselineName, perturbation_curves
+from explainers.metrics.deletion import BaselineName, ScoreName, perturbation_curves
 from explainers.metrics.localization import (
     Box,
     boxes_to_masks,
@@ -51,6 +51,7 @@ def evaluate_methods(
     steps: int = 32,
     patch: int = 1,
     baseline: BaselineName | float | Tensor = "blur",
+    score: ScoreName = "softmax",
     tolerance: float = 15.0,
     wsl_threshold: float = 0.15,
     batch_size: int = 64,
@@ -69,7 +70,7 @@ def evaluate_methods(
             predictions from one forward of ``model``).
         occlusion: ``[B, h, w]`` occlusion maps; enables ``occlusion_spearman``.
         curves: which of deletion/insertion to compute (empty to skip).
-        steps, patch, baseline, batch_size: see :func:`~explainers.metrics.deletion.perturbation_curves`.
+        steps, patch, baseline, score, batch_size: see :func:`~explainers.metrics.deletion.perturbation_curves`.
         tolerance: pointing-game radius in pixels.
         wsl_threshold: WSL binarization threshold (fraction of the maximum).
 
@@ -103,6 +104,7 @@ def evaluate_methods(
                 steps=steps,
                 patch=patch,
                 baseline=baseline,
+                score=score,
                 batch_size=batch_size,
             ).items():
                 row[f"{mode}_auc"] = curve.auc.double().numpy()

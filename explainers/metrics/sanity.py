@@ -245,11 +245,14 @@ def sanity_verdict(
     Rule (cascading): pass iff (i) the mean similarity over images after the *last* step (all
     layers random) is below ``threshold``, and (ii) the curve is monotone-ish: no step is more than
     ``slack`` above any earlier step (``largest_rise <= slack``); before any randomization the
-    similarity is 1 by definition. Rule (independent): pass iff the mean over layers of the mean
+    similarity is 1 by definition. Rises are measured on ``max(curve, 0)``: every negative value
+    (anti-correlation, e.g. Grad-CAM once the classifier's weights flip sign) already means "no
+    resemblance to the original", so moving from -0.5 to 0.1 is not a recovery. Rule (independent): pass iff the mean over layers of the mean
     similarity is below ``threshold`` (on average, each layer's weights matter).
     """
     curve = result.curve(measure).double().numpy()
-    rises = [curve[j] - curve[:j].min() for j in range(1, len(curve))]
+    floor = np.clip(curve, 0.0, None)
+    rises = [floor[j] - floor[:j].min() for j in range(1, len(floor))]
     largest_rise = max(0.0, float(max(rises))) if rises else 0.0
     if result.order == "cascading":
         final = float(curve[-1])

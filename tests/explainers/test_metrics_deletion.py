@@ -171,3 +171,10 @@ def test_equals_quantus_pixel_flipping_at_equal_settings():
     ours = deletion_insertion(model, images, targets.tolist(), maps, steps=64 // k, baseline="zero")
     assert q.shape == (4, 16)
     np.testing.assert_allclose(ours.probs[:, 1:].numpy(), q, atol=1e-5)
+
+
+def test_sigmoid_score_for_multi_label_models():
+    result = deletion_insertion(sum_model(), IMAGE, [0], MAP, steps=4, baseline="zero", score="sigmoid")
+    assert result.probs[0].tolist() == pytest.approx(
+        [sigmoid(s) for s in (5.0, 2.0, 3.0, 2.0, 0.0)], abs=1e-6
+    )
