@@ -1,8 +1,13 @@
-"""URLs of the studies app: health check, worker pages and API are added by their modules."""
+"""URLs of the studies app: health check, the worker pages and the worker JSON API.
+
+Worker URLs carry only the study slug (entry) or the participant's opaque token; no
+sequential ids. The API is documented by the OpenAPI schema at ``/api/v1/openapi.json``.
+"""
 
 from django.urls import path
 
 from . import views, views_results
+from .web import api, pages
 
 app_name = "studies"
 
@@ -13,4 +18,25 @@ urlpatterns = [
     path("results/<str:slug>/plot/<str:name>.<str:fmt>", views_results.results_plot, name="results_plot"),
     path("results/<str:slug>/export/<str:kind>.csv", views_results.results_export, name="results_export"),
     path("results/<str:slug>/pack.zip", views_results.results_pack, name="results_pack"),
+    # Worker pages (frameable by MTurk).
+    path("s/<str:slug>/", pages.entry, name="worker-entry"),
+    path("s/<str:slug>/example/<str:public_id>/<str:side>", pages.example_stimulus, name="worker-example-stimulus"),
+    path("p/<str:token>/", pages.home, name="worker-home"),
+    path("p/<str:token>/consent", pages.consent, name="worker-consent"),
+    path("p/<str:token>/practice", pages.practice, name="worker-practice"),
+    path("p/<str:token>/answer", pages.answer, name="worker-answer"),
+    path("p/<str:token>/questionnaire", pages.questionnaire, name="worker-questionnaire"),
+    path("p/<str:token>/complete", pages.complete, name="worker-complete"),
+    path("p/<str:token>/done", pages.done, name="worker-done"),
+    path("p/<str:token>/img/<str:assignment_token>/<str:side>", pages.stimulus, name="worker-stimulus"),
+    path("p/<str:token>/practice-img/<str:public_id>/<str:side>", pages.practice_stimulus, name="worker-practice-stimulus"),
+    # JSON API (participant token in the X-Participant-Token header).
+    path("api/v1/openapi.json", api.openapi, name="api-openapi"),
+    path("api/v1/studies/<str:slug>/enter", api.enter, name="api-enter"),
+    path("api/v1/participant", api.participant, name="api-participant"),
+    path("api/v1/participant/consent", api.consent, name="api-consent"),
+    path("api/v1/participant/practice", api.practice, name="api-practice"),
+    path("api/v1/participant/trial", api.trial, name="api-trial"),
+    path("api/v1/participant/questionnaire", api.questionnaire, name="api-questionnaire"),
+    path("api/v1/participant/complete", api.complete, name="api-complete"),
 ]

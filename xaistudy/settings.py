@@ -145,6 +145,19 @@ XAISTUDY_FRAME_ANCESTORS = env_list(
     "XAISTUDY_FRAME_ANCESTORS", ["https://worker.mturk.com", "https://workersandbox.mturk.com"]
 )
 
+# --- Worker flow (studies/web, studies/ratelimit.py, studies/http.py) ---------------------
+# Rate limits: (requests, window seconds) per client address (entry) or per participant (submit).
+XAISTUDY_RATE_LIMITS = {
+    "entry": (env_int("XAISTUDY_RATE_LIMIT_ENTRY", 60), 60),
+    "submit": (env_int("XAISTUDY_RATE_LIMIT_SUBMIT", 120), 60),
+}
+# Key rate limits on the first X-Forwarded-For hop (only behind a proxy that sets it).
+XAISTUDY_TRUST_X_FORWARDED_FOR = env_bool("XAISTUDY_TRUST_X_FORWARDED_FOR", False)
+# How long a worker form (signed form token) stays valid.
+XAISTUDY_FORM_TOKEN_MAX_AGE_S = env_int("XAISTUDY_FORM_TOKEN_MAX_AGE_S", 24 * 3600)
+# Public https origin of the site, used in the admin's "paste into MTurk/Prolific" snippets.
+XAISTUDY_PUBLIC_URL = os.environ.get("XAISTUDY_PUBLIC_URL", "")
+
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "") or None

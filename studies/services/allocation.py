@@ -1,0 +1,249 @@
+"""Allocation of items to participants: balanced, quota-exact and safe under concurrency.
+
+Rules (issue #5, research note ``django_quality.md`` §2):
+
+- An item of role ``main`` is judged by at most ``study.judgments_per_item`` distinct workers.
+  The counters ``Item.n_leased + Item.n_answered`` are the slots in use; a slot is taken by a
+  *conditional* ``UPDATE item SET n_leased = n_leased + 1 WHERE n_leased + n_answered < quota``,
+  so the quota holds even where row locks do not exist (SQLite).
+- Candidates are read with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent
+  workers never queue on the same hot item: each takes a different one. Order: fewest slots in
+  use first, then the seeded ``Item.tie_rank``, then the id.
+- A worker never sees an item twice: the candidate query excludes items they already hold, and
+  ``UniqueConstraint(participant, item)`` backs it.
+- Requests of one participant are serialized by a row lock on the participant (blocking), so
+  one worker's double clicks cannot take two slots for the same position.
+- A lease lasts ``study.lease_seconds``; :func:`leases_sweep` marks overdue leases expired and
+  frees their slots. An expired lease still blocks that item for that worker.
+- Catch trials (role ``catch``) have no quota; ``study.catch_trials`` of them are interleaved at
+  positions drawn from the study seed and the participant token.
+
+Every random choice (option order, which model is shown as Robot A) is drawn from
+``random.Random(f"{study.seed}:{participant.token}:{slot}")`` and stored on the ``Assignment``,
+so it can be re-derived with :func:`assignment_choices`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from studies.models import Assignment, Item, Participant, Study
+
+#: How often a request retries when every free candidate is locked by another transaction.
+LOCKED_RETRIES = 20
+#: Pause between those retries (seconds, doubled each time up to 50 ms).
+LOCKED_BACKOFF_S = 0.002
+
+
+@dataclass(frozen=True)
+class AssignmentChoices:
+    """The random choices one assignment shows, re-derivable from the seed."""
+
+    option_order: list[int]
+    model_a_shown_left: bool | None
+
+
+@dataclass(frozen=True)
+class SlotCounts:
+    """How far a participant is: answered and open slots, and the plan."""
+
+    answered: int
+    open: int
+    expired: int
+    planned: int
+    n_catch: int
+
+
+def slot_rng(*, seed: int, participant_token: str, label: str) -> random.Random:
+    """A deterministic generator for one participant's choice ``label`` (string-seeded, stable)."""
+    return random.Random(f"{seed}:{participant_token}:{label}")
+
+
+def assignment_choices(*, study: Study, participant_token: str, slot: int | str, item: Item) -> AssignmentChoices:
+    """Draw the option order and the Robot A side of slot ``slot`` (0-based, or a label) for an item.
+
+    Discrimination: ``option_order`` is a permutation of ``range(len(item.options))``.
+    Trust: ``model_a_shown_left`` is a fair coin (the pair's model A shown as Robot A).
+    """
+    rng = slot_rng(seed=study.seed, participant_token=participant_token, label=f"slot{slot}")
+    order = list(range(len(item.options or [])))
+    rng.shuffle(order)
+    side = rng.random() < 0.5 if study.kind == Study.Kind.TRUST else None
+    return AssignmentChoices(option_order=order, model_a_shown_left=side)
+
+
+def catch_slots(*, study: Study, participant_token: str, planned: int, n_catch: int) -> frozenset[int]:
+    """The 0-based slots that show a catch trial: ``n_catch`` distinct slots drawn from 1..planned-1."""
+    if n_catch <= 0 or planned <= 1:
+        return frozenset()
+    rng = slot_rng(seed=study.seed, participant_token=participant_token, label="catch")
+    return frozenset(rng.sample(range(1, planned), min(n_catch, planned - 1)))
+
+
+def slot_counts(*, participant: Participant) -> SlotCounts:
+    """Count a participant's answered/open/expired assignments and the planned number of trials.
+
+    Planned = ``trials_per_participant`` + min(``catch_trials``, catch items available). Two queries.
+    """
+    study = participant.study
+    counts = Assignment.objects.filter(participant=participant).aggregate(
+        answered=Count("id", filter=Q(status=Assignment.Status.ANSWERED)),
+        open=Count("id", filter=Q(status=Assignment.Status.LEASED)),
+        expired=Count("id", filter=Q(status=Assignment.Status.EXPIRED)),
+    )
+    n_catch = 0
+    if study.catch_trials:
+        n_catch = min(study.catch_trials, Item.objects.filter(study=study, role=Item.Role.CATCH).count())
+    return SlotCounts(
+        answered=counts["answered"],
+        open=counts["open"],
+        expired=counts["expired"],
+        planned=study.trials_per_participant + n_catch,
+        n_catch=n_catch,
+    )
+
+
+def _candidates(*, study: Study, participant: Participant, role: str):  # type: ignore[no-untyped-def]
+    seen = Assignment.objects.filter(item=OuterRef("pk"), participant=participant)
+    query = Item.objects.filter(study=study, role=role).filter(~Exists(seen))
+    if role == Item.Role.MAIN:
+        query = query.annotate(in_use=F("n_answered") + F("n_leased")).filter(
+            in_use__lt=study.judgments_per_item
+        )
+        return query.order_by("in_use", "tie_rank", "id")
+    return query.order_by("tie_rank", "id")
+
+
+def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
+    """Reserve one quota slot on the best free main item, or ``None`` when none is left.
+
+    Must run inside a transaction. Retries while every free candidate is locked by others.
+    """
+    pause = LOCKED_BACKOFF_S
+    for _ in range(LOCKED_RETRIES):
+        candidates = _candidates(study=study, participant=participant, role=Item.Role.MAIN)
+        item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+        if item is not None:
+            took = (
+                Item.objects.filter(pk=item.pk)
+                .annotate(in_use=F("n_answered") + F("n_leased"))
+                .filter(in_use__lt=study.judgments_per_item)
+                .update(n_leased=F("n_leased") + 1)
+            )
+            if took:
+                return item
+            continue
+        if not candidates.exists():  # nothing free at all (not merely locked)
+            return None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    return None
+
+
+def _take_catch_item(*, study: Study, participant: Participant, slot: int) -> Item | None:
+    """A catch item this participant has not seen, chosen by the seeded generator."""
+    ids = list(_candidates(study=study, participant=participant, role=Item.Role.CATCH).values_list("id", flat=True))
+    if not ids:
+        return None
+    rng = slot_rng(seed=study.seed, participant_token=participant.token, label=f"catch{slot}")
+    return Item.objects.get(pk=rng.choice(ids))
+
+
+def assignments_lease(*, participant: Participant, lookahead: int = 1, now: datetime | None = None) -> list[Assignment]:
+    """Make sure the participant holds their current lease plus ``lookahead`` more; return them.
+
+    The open leases come back in position order (the first is the trial to show now; the next
+    ones are leased early so that their images can be preloaded). An empty list means the
+    participant has done all planned trials or no item with a free slot remains for them.
+    Leases held already are returned unchanged (a returning worker resumes), and their
+    ``expires_at`` is not extended.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
+        study = locked.study
+        counts = slot_counts(participant=locked)
+        open_leases = list(
+            Assignment.objects.filter(participant=locked, status=Assignment.Status.LEASED)
+            .select_related("item")
+            .order_by("position")
+        )
+        used = counts.answered + counts.open
+        want = min(1 + lookahead, counts.planned - counts.answered)
+        if len(open_leases) >= want or used >= counts.planned:
+            return open_leases
+        catch_at = catch_slots(
+            study=study, participant_token=locked.token, planned=counts.planned, n_catch=counts.n_catch
+        )
+        next_position = counts.answered + counts.open + counts.expired
+        while len(open_leases) < want and used < counts.planned:
+            slot = used
+            item = None
+            if slot in catch_at and main_slot_available(participant=locked):
+                item = _take_catch_item(study=study, participant=locked, slot=slot)
+            if item is None:
+                item = _take_main_slot(study=study, participant=locked)
+            if item is None:
+                break
+            choices = assignment_choices(study=study, participant_token=locked.token, slot=slot, item=item)
+            # UniqueConstraint(participant, item) backs the candidate query's exclusion.
+            assignment = Assignment.objects.create(
+                participant=locked,
+                item=item,
+                position=next_position,
+                option_order=choices.option_order,
+                model_a_shown_left=choices.model_a_shown_left,
+                expires_at=now + timedelta(seconds=study.lease_seconds),
+            )
+            open_leases.append(assignment)
+            used += 1
+            next_position += 1
+        return open_leases
+
+
+def main_slot_available(*, participant: Participant) -> bool:
+    """Whether some main item still has a free slot this participant has not seen (one query)."""
+    return _candidates(study=participant.study, participant=participant, role=Item.Role.MAIN).exists()
+
+
+def leases_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
+    """Expire overdue leases and give their slots back; return how many were expired.
+
+    Each batch is one transaction: lock overdue leases (skipping rows a submit is writing),
+    flip them to ``expired`` with a conditional update, and decrement each item's
+    ``n_leased`` by the number of its leases that flipped. Answers are never touched.
+    """
+    now = now or timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                Assignment.objects.select_for_update(skip_locked=True)
+                .filter(status=Assignment.Status.LEASED, expires_at__lt=now)
+                .order_by("id")
+                .values_list("id", flat=True)[:batch]
+            )
+            if not ids:
+                return total
+            per_item = (
+                Assignment.objects.filter(id__in=ids, status=Assignment.Status.LEASED)
+                .values("item_id")
+                .annotate(n=Count("id"))
+                .order_by("item_id")
+            )
+            per_item = list(per_item)
+            Assignment.objects.filter(id__in=ids, status=Assignment.Status.LEASED).update(
+                status=Assignment.Status.EXPIRED
+            )
+            for row in per_item:
+                Item.objects.filter(pk=row["item_id"], role=Item.Role.MAIN).update(n_leased=F("n_leased") - row["n"])
+            total += len(ids)
+        if len(ids) < batch:
+            return total

@@ -1,0 +1,211 @@
+"""Recording answers: one response per assignment, replay-safe, committed before any code is shown.
+
+A submit is a conditional status transition (``leased -> answered``) inside one transaction
+with the ``Response`` insert and the item counters (``n_leased - 1``, ``n_answered + 1``).
+A second or replayed submit of the same assignment changes nothing and reports ``duplicate``.
+An answer that arrives after the sweeper expired its lease is kept only if the item still has
+a free slot (so the quota still holds); otherwise it reports ``expired`` and stores nothing.
+
+Scores (Selvaraju et al. 2017, §5.2; Zhou et al. 2018, §3.4):
+- discrimination: ``chosen_option = option_order[choice]``, ``correct = chosen_option == item.correct_option``;
+- trust: the 5-point scale position ``choice`` in 0..4 (0 = "Robot A is clearly more reasonable")
+  gives ``score_robot_a = 2 - choice``; ``score_model_a = score_robot_a`` when the pair's model A
+  was shown as Robot A, else ``-score_robot_a``. For a trust item with ``correct_option`` set
+  (catch or practice), 0 means model A must be preferred (``correct = score_model_a > 0``) and
+  1 means model B (``correct = score_model_a < 0``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from studies.models import Assignment, Item, Participant, Response, Study
+
+MAX_FOCUS_EVENTS = 200
+FOCUS_EVENT_TYPES = frozenset({"focus", "blur", "visible", "hidden"})
+MAX_RESPONSE_MS = 6 * 60 * 60 * 1000
+MAX_COMMENT_CHARS = 2000
+TRUST_SCALE_POINTS = 5
+
+
+class AnswerInvalid(ValueError):
+    """An answer that cannot be stored; ``field`` names the offending input."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class AssignmentNotFound(LookupError):
+    """The assignment token does not belong to this participant."""
+
+
+class ParticipantNotAnswering(RuntimeError):
+    """The participant is not at the trial stage (not consented, practice not passed, or done)."""
+
+
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What happened to a submit: ``recorded``, ``duplicate`` (already answered) or ``expired``."""
+
+    status: Literal["recorded", "duplicate", "expired"]
+    assignment_token: str
+    correct: bool | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    chosen_option: int | None
+    correct: bool | None
+    score_model_a: int | None
+
+
+def answer_score(*, study: Study, item: Item, option_order: list[int], model_a_shown_left: bool | None, choice: int) -> Scored:
+    """Turn a displayed choice into the stored fields (see the module docstring for the rule)."""
+    if isinstance(choice, bool) or not isinstance(choice, int):
+        raise AnswerInvalid("choice", "must be an integer")
+    if study.kind == Study.Kind.TRUST:
+        if not 0 <= choice < TRUST_SCALE_POINTS:
+            raise AnswerInvalid("choice", f"must be 0..{TRUST_SCALE_POINTS - 1} (scale position)")
+        score_robot_a = 2 - choice
+        score = score_robot_a if model_a_shown_left is not False else -score_robot_a
+        correct = None
+        if item.correct_option == 0:
+            correct = score > 0
+        elif item.correct_option == 1:
+            correct = score < 0
+        return Scored(chosen_option=None, correct=correct, score_model_a=score)
+    if not 0 <= choice < len(option_order):
+        raise AnswerInvalid("choice", f"must be 0..{len(option_order) - 1} (displayed option)")
+    chosen = option_order[choice]
+    correct = None if item.correct_option is None else chosen == item.correct_option
+    return Scored(chosen_option=chosen, correct=correct, score_model_a=None)
+
+
+def focus_events_clean(raw: Any) -> list[dict[str, int | str]]:
+    """Validate client focus/visibility events: a list of ``{"type": focus|blur|visible|hidden, "t": ms}``."""
+    if raw in (None, ""):
+        return []
+    if not isinstance(raw, list):
+        raise AnswerInvalid("focus_events", "must be a list")
+    if len(raw) > MAX_FOCUS_EVENTS:
+        raise AnswerInvalid("focus_events", f"at most {MAX_FOCUS_EVENTS} events")
+    events: list[dict[str, int | str]] = []
+    for index, event in enumerate(raw):
+        if not isinstance(event, dict) or event.get("type") not in FOCUS_EVENT_TYPES:
+            raise AnswerInvalid("focus_events", f"event {index}: type must be one of {sorted(FOCUS_EVENT_TYPES)}")
+        t = event.get("t")
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_RESPONSE_MS:
+            raise AnswerInvalid("focus_events", f"event {index}: t must be milliseconds (0..{MAX_RESPONSE_MS})")
+        events.append({"type": event["type"], "t": t})
+    return events
+
+
+def _clean_extras(client_response_ms: Any, comment: Any) -> tuple[int | None, str]:
+    if client_response_ms in (None, ""):
+        ms = None
+    elif isinstance(client_response_ms, bool) or not isinstance(client_response_ms, int):
+        raise AnswerInvalid("client_response_ms", "must be an integer")
+    elif not 0 <= client_response_ms <= MAX_RESPONSE_MS:
+        raise AnswerInvalid("client_response_ms", f"must be 0..{MAX_RESPONSE_MS}")
+    else:
+        ms = client_response_ms
+    comment = "" if comment is None else comment
+    if not isinstance(comment, str):
+        raise AnswerInvalid("comment", "must be text")
+    comment = comment.strip()
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise AnswerInvalid("comment", f"at most {MAX_COMMENT_CHARS} characters")
+    return ms, comment
+
+
+def response_record(
+    *,
+    participant: Participant,
+    assignment_token: str,
+    choice: int,
+    client_response_ms: int | None = None,
+    focus_events: Any = None,
+    comment: Any = "",
+    now: datetime | None = None,
+) -> RecordOutcome:
+    """Store the answer to one assignment exactly once.
+
+    Raises:
+        AssignmentNotFound: the token is not one of this participant's assignments.
+        ParticipantNotAnswering: the participant is not at the trial stage.
+        AnswerInvalid: a field is out of range (nothing is stored).
+    """
+    now = now or timezone.now()
+    events = focus_events_clean(focus_events)
+    ms, text = _clean_extras(client_response_ms, comment)
+    with transaction.atomic():
+        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
+        study = locked.study
+        assignment = (
+            Assignment.objects.select_related("item").filter(participant=locked, token=assignment_token).first()
+        )
+        if assignment is None:
+            raise AssignmentNotFound(assignment_token)
+        if assignment.status == Assignment.Status.ANSWERED:
+            return RecordOutcome(status="duplicate", assignment_token=assignment.token)
+        if locked.status != Participant.Status.IN_PROGRESS or not locked.practice_passed:
+            raise ParticipantNotAnswering(locked.status)
+        item = assignment.item
+        scored = answer_score(
+            study=study,
+            item=item,
+            option_order=list(assignment.option_order or []),
+            model_a_shown_left=assignment.model_a_shown_left,
+            choice=choice,
+        )
+        is_main = item.role == Item.Role.MAIN
+        flipped = Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.LEASED).update(
+            status=Assignment.Status.ANSWERED, answered_at=now
+        )
+        if flipped:
+            if is_main:
+                Item.objects.filter(pk=item.pk).update(n_leased=F("n_leased") - 1, n_answered=F("n_answered") + 1)
+            else:
+                Item.objects.filter(pk=item.pk).update(n_answered=F("n_answered") + 1)
+        else:
+            # The sweeper expired this lease: keep the late answer only if a slot is still free.
+            if is_main:
+                took = (
+                    Item.objects.filter(pk=item.pk)
+                    .annotate(in_use=F("n_answered") + F("n_leased"))
+                    .filter(in_use__lt=study.judgments_per_item)
+                    .update(n_answered=F("n_answered") + 1)
+                )
+            else:
+                took = Item.objects.filter(pk=item.pk).update(n_answered=F("n_answered") + 1)
+            if not took:
+                return RecordOutcome(status="expired", assignment_token=assignment.token)
+            Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.EXPIRED).update(
+                status=Assignment.Status.ANSWERED, answered_at=now
+            )
+        Response.objects.create(
+            assignment=assignment,
+            chosen_option=scored.chosen_option,
+            correct=scored.correct,
+            score_model_a=scored.score_model_a,
+            client_response_ms=ms,
+            focus_events=events,
+            comment=text,
+        )
+    return RecordOutcome(status="recorded", assignment_token=assignment.token, correct=scored.correct)
+
+
+def assignment_mark_shown(*, assignment: Assignment, now: datetime | None = None) -> None:
+    """Record the first time the server showed this trial (later views keep the first time)."""
+    now = now or timezone.now()
+    if assignment.shown_at is None:
+        Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=now)
+        assignment.shown_at = now

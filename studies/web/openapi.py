@@ -1,0 +1,326 @@
+"""The OpenAPI 3.0 description of the worker JSON API (served at ``/api/v1/openapi.json``).
+
+Hand-written, kept next to ``studies/web/api.py``; ``tests/studies/test_api_schema.py``
+validates real responses of a whole study against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR = _json(_ref("Error"), "error")
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": "string", "nullable": True}
+
+_errors = {
+    "400": ERROR,
+    "403": _json(_ref("Error"), "missing or unknown participant token, or entry refused"),
+    "405": ERROR,
+    "409": _json(_ref("Error"), "step not allowed in the participant's current stage"),
+}
+
+
+def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None, auth: bool = True,
+        extra: dict[str, Any] | None = None, op_id: str = "") -> dict[str, Any]:  # fmt: skip
+    operation: dict[str, Any] = {"summary": summary, "operationId": op_id, "responses": {**ok, **_errors, **(extra or {})}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if not auth:
+        operation["security"] = []
+    return operation
+
+
+STAGES = ["consent", "declined", "practice", "trial", "questionnaire", "finish", "full", "completed"]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {"error": STRING, "detail": STRING},
+    },
+    "Completion": {
+        "type": "object",
+        "required": ["code", "platform", "mturk_submit_url", "mturk_assignment_id", "prolific_redirect_url"],
+        "properties": {
+            "code": {"type": "string", "description": "the completion code to give to the platform"},
+            "platform": {"type": "string", "enum": ["mturk", "prolific", "link"]},
+            "mturk_submit_url": {"type": "string", "description": "POST assignmentId here (MTurk), else empty"},
+            "mturk_assignment_id": STRING,
+            "prolific_redirect_url": {"type": "string", "description": "send the worker here (Prolific), else empty"},
+        },
+    },
+    "State": {
+        "type": "object",
+        "required": ["stage", "answered", "planned"],
+        "properties": {
+            "stage": {
+                "type": "string",
+                "enum": STAGES,
+                "description": "consent -> practice -> trial -> questionnaire (if any) -> finish -> completed; "
+                "declined and full are final",
+            },
+            "answered": {"type": "integer", "minimum": 0},
+            "planned": {"type": "integer", "minimum": 0},
+            "completion": _ref("Completion"),
+        },
+    },
+    "Question": {
+        "type": "object",
+        "required": ["name", "label", "type", "choices", "required"],
+        "properties": {
+            "name": STRING,
+            "label": STRING,
+            "type": {"type": "string", "enum": ["text", "choice", "number"]},
+            "choices": {"type": "array", "items": STRING},
+            "required": {"type": "boolean"},
+        },
+    },
+    "Study": {
+        "type": "object",
+        "required": ["name", "kind", "question", "hint", "consent_text", "consent_version", "instructions",
+                     "practice_pass_fraction", "questionnaire"],
+        "properties": {
+            "name": STRING,
+            "kind": {"type": "string", "enum": ["class_discrimination", "trust"]},
+            "question": STRING,
+            "hint": STRING,
+            "consent_text": STRING,
+            "consent_version": STRING,
+            "instructions": STRING,
+            "practice_pass_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+            "questionnaire": {"type": "array", "items": _ref("Question")},
+        },
+    },  # fmt: skip
+    "TrialImage": {
+        "type": "object",
+        "required": ["side", "label", "url"],
+        "properties": {
+            "side": {"type": "string", "enum": ["main", "left", "right"]},
+            "label": {"type": "string", "description": "Robot A / Robot B (trust), empty otherwise"},
+            "url": {"type": "string", "description": "PNG; the URL itself authorizes (participant token)"},
+        },
+    },
+    "Trial": {
+        "type": "object",
+        "description": "One trial. Answer with `choice` = 0-based index into `options` (discrimination) or "
+        "`scale` (trust, 0 = 'Robot A is clearly more reasonable').",
+        "required": ["token", "kind", "question", "hint", "number", "total", "images", "options", "scale",
+                     "predicted", "comment_prompt", "preload", "expires_at"],
+        "properties": {
+            "token": {"type": "string", "description": "the trial (assignment) token to send back"},
+            "kind": {"type": "string", "enum": ["class_discrimination", "trust"]},
+            "question": STRING,
+            "hint": STRING,
+            "number": {"type": "integer", "minimum": 1},
+            "total": {"type": "integer", "minimum": 1},
+            "images": {"type": "array", "items": _ref("TrialImage")},
+            "options": {"type": "array", "items": STRING},
+            "scale": {"type": "array", "items": STRING},
+            "predicted": STRING,
+            "comment_prompt": STRING,
+            "preload": {"type": "array", "items": STRING, "description": "images of the next trial"},
+            "expires_at": {"type": "string", "description": "ISO 8601 end of the lease (empty for practice)"},
+        },
+    },  # fmt: skip
+    "FocusEvent": {
+        "type": "object",
+        "required": ["type", "t"],
+        "properties": {
+            "type": {"type": "string", "enum": ["focus", "blur", "visible", "hidden"]},
+            "t": {"type": "integer", "minimum": 0, "maximum": 21600000, "description": "ms since the trial was shown"},
+        },
+    },
+    "EntryRequest": {
+        "type": "object",
+        "description": "The platform's URL parameters, as received. None: a plain link (anonymous id). "
+        "assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE: an MTurk preview (nothing stored).",
+        "properties": {
+            name: {"type": "string"}
+            for name in ("assignmentId", "hitId", "workerId", "turkSubmitTo", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+        },
+    },
+    "EntryResponse": {
+        "type": "object",
+        "required": ["preview", "participant_token", "state", "study", "example"],
+        "properties": {
+            "preview": {"type": "boolean"},
+            "participant_token": {**NULLABLE_STRING, "description": "send as X-Participant-Token from now on"},
+            "state": {"allOf": [_ref("State")], "nullable": True},
+            "study": _ref("Study"),
+            "example": {"allOf": [_ref("Trial")], "nullable": True},
+        },
+    },
+    "ParticipantResponse": {
+        "type": "object",
+        "required": ["state", "study"],
+        "properties": {"state": _ref("State"), "study": _ref("Study")},
+    },
+    "StateResponse": {"type": "object", "required": ["state"], "properties": {"state": _ref("State")}},
+    "ConsentRequest": {
+        "type": "object",
+        "required": ["agree", "consent_version"],
+        "properties": {"agree": {"type": "boolean"}, "consent_version": STRING},
+    },
+    "PracticeResponse": {
+        "type": "object",
+        "required": ["trials", "pass_fraction"],
+        "properties": {
+            "trials": {"type": "array", "items": _ref("Trial")},
+            "pass_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    },
+    "PracticeRequest": {
+        "type": "object",
+        "required": ["answers"],
+        "properties": {
+            "answers": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "practice trial token -> 0-based choice",
+            }
+        },
+    },
+    "PracticeResult": {
+        "type": "object",
+        "required": ["passed", "n_correct", "n_items", "required", "feedback", "state"],
+        "properties": {
+            "passed": {"type": "boolean"},
+            "n_correct": {"type": "integer", "minimum": 0},
+            "n_items": {"type": "integer", "minimum": 0},
+            "required": {"type": "integer", "minimum": 0},
+            "feedback": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["token", "correct", "correct_choice"],
+                    "properties": {
+                        "token": STRING,
+                        "correct": {"type": "boolean", "nullable": True},
+                        "correct_choice": {"type": "integer", "nullable": True},
+                    },
+                },
+            },
+            "state": _ref("State"),
+        },
+    },
+    "TrialResponse": {
+        "type": "object",
+        "required": ["trial", "state"],
+        "properties": {"trial": {"allOf": [_ref("Trial")], "nullable": True}, "state": _ref("State")},
+    },
+    "AnswerRequest": {
+        "type": "object",
+        "required": ["assignment", "choice"],
+        "properties": {
+            "assignment": {"type": "string", "description": "the trial token"},
+            "choice": {"type": "integer", "minimum": 0, "maximum": 4},
+            "client_response_ms": {"type": "integer", "minimum": 0, "maximum": 21600000},
+            "focus_events": {"type": "array", "maxItems": 200, "items": _ref("FocusEvent")},
+            "comment": {"type": "string", "maxLength": 2000},
+        },
+    },
+    "AnswerResponse": {
+        "type": "object",
+        "required": ["outcome", "state"],
+        "properties": {
+            "outcome": {
+                "type": "string",
+                "enum": ["recorded", "duplicate", "expired"],
+                "description": "duplicate: this trial was answered already (nothing changed); expired: the lease "
+                "ran out and its slot went to someone else (nothing stored)",
+            },
+            "state": _ref("State"),
+        },
+    },
+    "QuestionnaireRequest": {
+        "type": "object",
+        "required": ["answers"],
+        "properties": {
+            "answers": {
+                "type": "object",
+                "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+            }
+        },
+    },
+    "CompleteResponse": {
+        "type": "object",
+        "required": ["completion", "state"],
+        "properties": {"completion": _ref("Completion"), "state": _ref("State")},
+    },
+}
+
+TOO_MANY = {"429": _json(_ref("Error"), "rate limited (see Retry-After)")}
+
+SCHEMA: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "xaistudy worker API",
+        "version": "1.0.0",
+        "description": "The crowd worker's study flow (the same services as the HTML pages). Enter with the "
+        "platform's parameters, then send the returned participant token in the X-Participant-Token header. "
+        "No cookies are used, so there is no CSRF token. Stages: consent -> practice -> trial (repeat GET/POST) "
+        "-> questionnaire (if the study has one) -> finish -> completed (POST complete returns the code).",
+    },
+    "servers": [{"url": "/"}],
+    "components": {
+        "securitySchemes": {"participantToken": {"type": "apiKey", "in": "header", "name": "X-Participant-Token"}},
+        "schemas": SCHEMAS,
+    },
+    "security": [{"participantToken": []}],
+    "paths": {
+        "/api/v1/openapi.json": {
+            "get": _op("This schema", {"200": _json({"type": "object"}, "OpenAPI document")}, auth=False,
+                       op_id="openapi"),
+        },
+        "/api/v1/studies/{slug}/enter": {
+            "parameters": [{"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "post": _op(
+                "Enter a study from MTurk, Prolific or a plain link",
+                {"200": _json(_ref("EntryResponse"), "returning participant (or MTurk preview)"),
+                 "201": _json(_ref("EntryResponse"), "new participant"),
+                 "404": _json(_ref("Error"), "unknown study")},
+                body=_ref("EntryRequest"), auth=False, extra=TOO_MANY, op_id="enter",
+            ),
+        },
+        "/api/v1/participant": {
+            "get": _op("Current stage and the study's wording", {"200": _json(_ref("ParticipantResponse"), "state")},
+                       op_id="participant"),
+        },
+        "/api/v1/participant/consent": {
+            "post": _op("Agree or decline (declining ends the study)", {"200": _json(_ref("StateResponse"), "state")},
+                        body=_ref("ConsentRequest"), op_id="consent"),
+        },
+        "/api/v1/participant/practice": {
+            "get": _op("The practice trials", {"200": _json(_ref("PracticeResponse"), "practice")},
+                       op_id="practice_get"),
+            "post": _op("Grade a practice round (repeat until passed)",
+                        {"200": _json(_ref("PracticeResult"), "result")}, body=_ref("PracticeRequest"),
+                        op_id="practice_post"),
+        },
+        "/api/v1/participant/trial": {
+            "get": _op("The current trial (leased to this participant); null when none is left",
+                       {"200": _json(_ref("TrialResponse"), "trial")}, op_id="trial_get"),
+            "post": _op("Answer a trial (a repeated answer is a no-op reported as duplicate)",
+                        {"200": _json(_ref("AnswerResponse"), "outcome"),
+                         "404": _json(_ref("Error"), "unknown trial")},
+                        body=_ref("AnswerRequest"), extra=TOO_MANY, op_id="trial_post"),
+        },
+        "/api/v1/participant/questionnaire": {
+            "post": _op("Submit the closing questionnaire", {"200": _json(_ref("StateResponse"), "state")},
+                        body=_ref("QuestionnaireRequest"), op_id="questionnaire"),
+        },
+        "/api/v1/participant/complete": {
+            "post": _op("Complete the study once every answer is stored; returns the completion code",
+                        {"200": _json(_ref("CompleteResponse"), "completed")}, op_id="complete"),
+        },
+    },  # fmt: skip
+}

@@ -1,0 +1,334 @@
+"""The worker's HTML pages: thin views over ``studies.services`` and ``studies.selectors``.
+
+URLs carry only the study slug (entry) or the participant's opaque token; every page may be
+framed by MTurk (``frameable``); every POST is checked by ``worker_csrf`` (signed form token,
+no cookies needed) and follows POST-redirect-GET.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mimetypes
+from typing import Any
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from studies.http import form_token_make, frameable, worker_csrf
+from studies.models import Assignment, Item, Participant, Study
+from studies.ratelimit import client_address, rate_limited
+from studies.selectors.participation import (
+    example_view,
+    participant_by_token,
+    participant_state,
+    practice_views,
+    stimulus_for_side,
+    study_wording,
+    trial_view,
+)
+from studies.services.allocation import assignment_choices, assignments_lease
+from studies.services.participation import (
+    EntryInvalid,
+    EntryRefused,
+    MTurkPreview,
+    StepNotAllowed,
+    completion_for,
+    entry_parse,
+    participant_complete,
+    participant_consent,
+    participant_enter,
+    practice_grade,
+    practice_items,
+    questionnaire_questions,
+    questionnaire_submit,
+)
+from studies.services.responses import (
+    AnswerInvalid,
+    AssignmentNotFound,
+    ParticipantNotAnswering,
+    assignment_mark_shown,
+    response_record,
+)
+
+RESUME_COOKIE_SALT = "xaistudy.link-resume"
+
+
+def _resume_cookie(study: Study) -> str:
+    return f"xaistudy_{study.slug[:16]}"
+
+
+def _participant_or_404(token: str) -> Participant:
+    participant = participant_by_token(token)
+    if participant is None:
+        raise Http404("unknown participant")
+    return participant
+
+
+def _home(participant: Participant) -> HttpResponseRedirect:
+    return HttpResponseRedirect(reverse("studies:worker-home", args=[participant.token]))
+
+
+def _refused(request: HttpRequest, study: Study | None, message: str, status: int) -> HttpResponse:
+    return render(request, "studies/refused.html", {"study": study, "message": message}, status=status)
+
+
+def _context(participant: Participant, **extra: Any) -> dict[str, Any]:
+    return {
+        "participant": participant,
+        "study": participant.study,
+        "form_token": form_token_make(participant.token),
+        "wording": study_wording(participant.study),
+        **extra,
+    }
+
+
+def _submit_key(request: HttpRequest, kwargs: dict[str, Any]) -> str:
+    return f"{kwargs.get('token', '')}|{client_address(request)}"
+
+
+@frameable
+@require_GET
+@rate_limited("entry")
+def entry(request: HttpRequest, slug: str) -> HttpResponse:
+    """``/s/<slug>/``: the study link for MTurk, Prolific or plain use."""
+    study = get_object_or_404(Study, slug=slug)
+    try:
+        identity = entry_parse(study=study, params=request.GET)
+        if isinstance(identity, MTurkPreview):
+            example_item = practice_items(study=study)[:1]
+            example = example_view(study=study, item=example_item[0] if example_item else None)
+            return render(
+                request,
+                "studies/preview.html",
+                {"study": study, "example": example, "wording": study_wording(study)},
+            )
+        resume = None
+        if identity.platform == "link":
+            token = request.get_signed_cookie(_resume_cookie(study), default=None, salt=RESUME_COOKIE_SALT)
+            resume = participant_by_token(token) if token else None
+        result = participant_enter(study=study, identity=identity, resume_participant=resume)
+    except EntryInvalid as exc:
+        return _refused(request, study, f"This link is incomplete or malformed ({exc.field} {exc.message}).", 400)
+    except EntryRefused as exc:
+        return _refused(request, study, exc.message, 403)
+    target = "studies:worker-done" if result.completed else "studies:worker-home"
+    response = HttpResponseRedirect(reverse(target, args=[result.participant.token]))
+    if result.participant.platform == "link":
+        response.set_signed_cookie(
+            _resume_cookie(study), result.participant.token, salt=RESUME_COOKIE_SALT,
+            max_age=30 * 24 * 3600, httponly=True, samesite="Lax",
+            secure=request.is_secure(),
+        )  # fmt: skip
+    return response
+
+
+@frameable
+@require_GET
+def home(request: HttpRequest, token: str) -> HttpResponse:
+    """``/p/<token>/``: the page for the participant's current stage."""
+    participant = _participant_or_404(token)
+    state = participant_state(participant)
+    if state.stage == "trial":
+        leases = assignments_lease(participant=participant)
+        if leases:
+            assignment_mark_shown(assignment=leases[0])
+            view = trial_view(participant=participant, leases=leases, answered=state.answered, planned=state.planned)
+            return render(request, "studies/trial.html", _context(participant, trial=view, state=state))
+        state = participant_state(participant)
+    if state.stage == "consent":
+        return render(request, "studies/consent.html", _context(participant))
+    if state.stage == "declined":
+        return render(request, "studies/declined.html", _context(participant))
+    if state.stage == "practice":
+        items = practice_items(study=participant.study)
+        example = example_view(study=participant.study, item=items[0] if items else None)
+        return render(request, "studies/instructions.html", _context(participant, example=example, n_practice=len(items)))
+    if state.stage == "questionnaire":
+        questions = questionnaire_questions(study=participant.study)
+        return render(request, "studies/questionnaire.html", _context(participant, questions=questions))
+    if state.stage == "finish":
+        return render(request, "studies/finish.html", _context(participant, state=state))
+    if state.stage == "full":
+        return _refused(request, participant.study, EntryRefused.MESSAGES["full"], 200)
+    return HttpResponseRedirect(reverse("studies:worker-done", args=[participant.token]))
+
+
+@frameable
+@worker_csrf
+@require_POST
+def consent(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant_or_404(token)
+    agree = request.POST.get("decision") == "agree"
+    # An outdated or repeated form changes nothing: the home page shows the current state.
+    with contextlib.suppress(StepNotAllowed):
+        participant_consent(participant=participant, agree=agree, version=request.POST.get("consent_version", ""))
+    return _home(participant)
+
+
+@frameable
+@worker_csrf
+@require_http_methods(["GET", "POST"])
+def practice(request: HttpRequest, token: str) -> HttpResponse:
+    """GET: the practice round; POST: grade it and give feedback (repeat until passed)."""
+    participant = _participant_or_404(token)
+    if participant.status not in (Participant.Status.CONSENTED, Participant.Status.IN_PROGRESS):
+        return _home(participant)
+    items = practice_items(study=participant.study)
+    views = practice_views(participant=participant, items=items)
+    if request.method == "GET":
+        if participant.practice_passed:
+            return _home(participant)
+        return render(request, "studies/practice.html", _context(participant, trials=views))
+    answers = {item.public_id: request.POST.get(f"choice_{item.public_id}") for item in items}
+    answers = {key: value for key, value in answers.items() if value not in (None, "")}
+    try:
+        result = practice_grade(participant=participant, answers=answers)
+    except AnswerInvalid:
+        return render(
+            request, "studies/practice.html",
+            _context(participant, trials=views, error="Please answer every practice question."), status=400,
+        )  # fmt: skip
+    except StepNotAllowed:
+        return _home(participant)
+    if not items:
+        return _home(participant)
+    feedback = {fb.item_public_id: fb for fb in result.feedback}
+    rows = [(view, feedback[view.token], answers.get(view.token)) for view in views]
+    return render(request, "studies/practice_feedback.html", _context(participant, result=result, rows=rows))
+
+
+def _int_or_none(raw: str | None) -> int | None | str:
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return raw  # the service rejects it with a named field
+
+
+@frameable
+@worker_csrf
+@require_POST
+@rate_limited("submit", key=_submit_key)
+def answer(request: HttpRequest, token: str) -> HttpResponse:
+    """Store one trial's answer (once), then show the next trial (POST-redirect-GET)."""
+    participant = _participant_or_404(token)
+    try:
+        events = json.loads(request.POST.get("focus_events") or "[]")
+    except json.JSONDecodeError:
+        events = "invalid"
+    try:
+        response_record(
+            participant=participant,
+            assignment_token=request.POST.get("assignment", ""),
+            choice=_int_or_none(request.POST.get("choice")),  # type: ignore[arg-type]
+            client_response_ms=_int_or_none(request.POST.get("client_response_ms")),
+            focus_events=events,
+            comment=request.POST.get("comment", ""),
+        )
+    except AssignmentNotFound as exc:
+        raise Http404("unknown trial") from exc
+    except ParticipantNotAnswering:
+        pass
+    except AnswerInvalid as exc:
+        return _refused(request, participant.study, f"That answer could not be stored ({exc.field}: {exc.message}). "
+                        "Please go back and choose one of the answers.", 400)  # fmt: skip
+    return _home(participant)
+
+
+@frameable
+@worker_csrf
+@require_POST
+def questionnaire(request: HttpRequest, token: str) -> HttpResponse:
+    participant = _participant_or_404(token)
+    try:
+        questionnaire_submit(participant=participant, answers=request.POST)
+    except AnswerInvalid as exc:
+        questions = questionnaire_questions(study=participant.study)
+        return render(
+            request, "studies/questionnaire.html",
+            _context(participant, questions=questions, error=f"{exc.field}: {exc.message}", values=request.POST),
+            status=400,
+        )  # fmt: skip
+    except StepNotAllowed:
+        pass
+    return _home(participant)
+
+
+@frameable
+@worker_csrf
+@require_POST
+def complete(request: HttpRequest, token: str) -> HttpResponse:
+    """Commit the completion; Prolific workers go straight back to Prolific with the code."""
+    participant = _participant_or_404(token)
+    try:
+        completion = participant_complete(participant=participant)
+    except StepNotAllowed:
+        return _home(participant)
+    if completion.prolific_redirect_url:
+        return HttpResponseRedirect(completion.prolific_redirect_url)
+    return HttpResponseRedirect(reverse("studies:worker-done", args=[participant.token]))
+
+
+@frameable
+@require_GET
+def done(request: HttpRequest, token: str) -> HttpResponse:
+    """The completion code (only once the completion is committed) and the way back."""
+    participant = _participant_or_404(token)
+    if participant.status != Participant.Status.COMPLETED:
+        return _home(participant)
+    return render(request, "studies/done.html", _context(participant, completion=completion_for(participant)))
+
+
+def _file_response(stimulus: Any) -> HttpResponse:
+    if stimulus is None or not stimulus.file:
+        raise Http404("no image")
+    try:
+        handle = stimulus.file.open("rb")
+    except FileNotFoundError as exc:
+        raise Http404("image file missing") from exc
+    content_type = mimetypes.guess_type(stimulus.file.name)[0] or "image/png"
+    response = FileResponse(handle, content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@require_GET
+def stimulus(request: HttpRequest, token: str, assignment_token: str, side: str) -> HttpResponse:
+    """One image of one of the participant's trials (no file name reveals the answer)."""
+    assignment = (
+        Assignment.objects.select_related("item__stimulus_a", "item__stimulus_b")
+        .filter(participant__token=token, token=assignment_token)
+        .first()
+    )
+    if assignment is None:
+        raise Http404("unknown trial")
+    return _file_response(
+        stimulus_for_side(item=assignment.item, side=side, model_a_shown_left=assignment.model_a_shown_left)
+    )
+
+
+@require_GET
+def practice_stimulus(request: HttpRequest, token: str, public_id: str, side: str) -> HttpResponse:
+    participant = _participant_or_404(token)
+    item = get_object_or_404(
+        Item.objects.select_related("stimulus_a", "stimulus_b"),
+        study=participant.study, role=Item.Role.PRACTICE, public_id=public_id,
+    )  # fmt: skip
+    choices = assignment_choices(
+        study=participant.study, participant_token=participant.token, slot=f"practice-{public_id}", item=item
+    )
+    return _file_response(stimulus_for_side(item=item, side=side, model_a_shown_left=choices.model_a_shown_left))
+
+
+@require_GET
+def example_stimulus(request: HttpRequest, slug: str, public_id: str, side: str) -> HttpResponse:
+    """Images of the preview/instructions example (practice items only, model A on the left)."""
+    item = get_object_or_404(
+        Item.objects.select_related("stimulus_a", "stimulus_b"),
+        study__slug=slug, role=Item.Role.PRACTICE, public_id=public_id,
+    )  # fmt: skip
+    return _file_response(stimulus_for_side(item=item, side=side, model_a_shown_left=True))
