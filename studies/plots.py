@@ -111,7 +111,10 @@ def answers_figure(rows: Sequence[DiscriminationRow] | Sequence[TrustRow], *, ti
     ax.barh(y, 1 - right, left=right, color="#ef8a62", height=0.7, label="wrong")
     ax.set_yticks(y, [r.method for r in shown])
     ax.set_xlim(0, 1)
+    ax.set_xlabel("share of judgments")
     ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title, fontsize="medium")
     return fig
 
 
