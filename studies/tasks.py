@@ -18,6 +18,48 @@ def verify_image_set(image_set_id: int) -> dict[str, object]:
     return {"checked": report.checked, "missing": report.missing, "mismatched": report.mismatched}
 
 
+# --- study preparation (studies/services/prepare.py) ----------------------------------------
+# Predict and chunk tasks run on the gpu queue; they import torch only inside the service.
+# Chunks are idempotent, so they are acked late and requeued when their worker child dies
+# (reject_on_worker_lost); a worker that dies whole is covered by job_resume / prepare_sweep.
+
+
+@shared_task(name="studies.tasks.gpu_prepare_predict", acks_late=True, reject_on_worker_lost=True)
+def gpu_prepare_predict(job_id: int) -> None:
+    """Stage 1: check methods and models, store top-k predictions; then plan."""
+    from studies.services.prepare import prepare_predict_stage
+
+    if prepare_predict_stage(job_id=job_id):
+        prepare_plan.delay(job_id)
+
+
+@shared_task(name="studies.tasks.prepare_plan", acks_late=True)
+def prepare_plan(job_id: int) -> int:
+    """Stage 2: plan the items and enqueue one gpu chunk per batch of images with empty slots."""
+    from studies.services.prepare import prepare_plan_stage
+
+    chunks = prepare_plan_stage(job_id=job_id) or []
+    for chunk in chunks:
+        gpu_prepare_chunk.delay(job_id, chunk.model_id, list(chunk.image_ids))
+    return len(chunks)
+
+
+@shared_task(name="studies.tasks.gpu_prepare_chunk", acks_late=True, reject_on_worker_lost=True)
+def gpu_prepare_chunk(job_id: int, model_id: int, image_ids: list[int]) -> int:
+    """Stage 3: explain, render and store one chunk (idempotent)."""
+    from studies.services.prepare import prepare_chunk_stage
+
+    return prepare_chunk_stage(job_id=job_id, model_id=model_id, image_ids=image_ids) or 0
+
+
+@shared_task(name="studies.tasks.prepare_sweep")
+def prepare_sweep() -> list[int]:
+    """Resume prepare jobs that stopped moving (their worker died); schedule it with beat."""
+    from studies.services.prepare import jobs_sweep
+
+    return jobs_sweep()
+
+
 @shared_task(name="studies.tasks.sweep_leases")
 def sweep_leases() -> int:
     """Expire overdue trial leases and return their slots (Celery beat, every minute)."""

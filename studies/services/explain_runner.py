@@ -1,0 +1,252 @@
+"""The only module of ``studies`` that touches torch and ``explainers``.
+
+It is imported lazily by the preparation stages (inside Celery tasks and management commands),
+never by views, admin or URLs, so the web process stays free of torch. Everything here takes
+database rows and returns plain Python values (top-k lists, PNG bytes); bad input raises
+:class:`~studies.services.plan.PrepareInputError` with a message that names the model, the
+layer, the method or the image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from django.core.files.storage import default_storage
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from explainers import METHODS, explain, resolve_layer
+from explainers.zoo import LoadedModel, ModelLoadError, load_model
+from studies.models import ClassifierModel, Image
+from studies.services.plan import CATCH_BACKGROUND, CATCH_BOX, PrepareInputError
+
+_MODEL_CACHE: OrderedDict[tuple[Any, ...], tuple[LoadedModel, str]] = OrderedDict()
+_MODEL_CACHE_SIZE = 3
+
+
+def methods_check(methods: Sequence[str]) -> None:
+    """Raise :class:`PrepareInputError` naming any method that the engine does not know."""
+    if not methods:
+        raise PrepareInputError("the study has no methods; pick some of: " + ", ".join(METHODS))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise PrepareInputError(f"unknown explainer method(s) {unknown}; known: {', '.join(METHODS)}")
+
+
+def _weights_file(model: ClassifierModel) -> tuple[Path | None, Path | None]:
+    """The weights as a local path (downloaded to a temp file for non-local storage)."""
+    if not model.weights:
+        return None, None
+    name = model.weights.name
+    try:
+        return Path(default_storage.path(name)), None
+    except NotImplementedError:
+        handle, temp = tempfile.mkstemp(suffix=".pt")
+        with os.fdopen(handle, "wb") as sink, default_storage.open(name, "rb") as source:
+            while chunk := source.read(1 << 20):
+                sink.write(chunk)
+        return Path(temp), Path(temp)
+
+
+def model_load(model: ClassifierModel) -> tuple[LoadedModel, str]:
+    """Load (cached per process) a model row and check its CAM layer; ``(loaded, layer_name)``."""
+    key = (model.pk, model.arch, model.weights.name if model.weights else "", model.weights_sha256,
+           model.target_layer, len(model.class_names or []))
+    if key in _MODEL_CACHE:
+        _MODEL_CACHE.move_to_end(key)
+        return _MODEL_CACHE[key]
+    path, temp = _weights_file(model)
+    try:
+        loaded = load_model(model.arch, path, sha256=model.weights_sha256 or None,
+                            class_names=model.class_names or None)
+    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
+        raise PrepareInputError(f"model {model.name!r} ({model.arch}): {exc}") from exc
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+    layer = model.target_layer or loaded.default_layer
+    try:
+        layer_name, _module = resolve_layer(loaded.model, layer)
+    except ValueError as exc:
+        raise PrepareInputError(f"model {model.name!r}: target layer {layer!r} not usable: {exc}") from exc
+    _MODEL_CACHE[key] = (loaded, layer_name)
+    while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+        _MODEL_CACHE.popitem(last=False)
+    return loaded, layer_name
+
+
+def images_load(images: Sequence[Image], *, size: int) -> torch.Tensor:
+    """Decode stored images, RGB, resized (bilinear, no crop) to ``size``; ``[B, 3, size, size]`` in [0, 1]."""
+    arrays = []
+    for image in images:
+        try:
+            with default_storage.open(image.file.name, "rb") as handle:
+                picture = PILImage.open(io.BytesIO(handle.read()))
+                picture.load()
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise PrepareInputError(
+                f"image {image.original_name!r} (id {image.pk}, file {image.file.name}) cannot be read: {exc}"
+            ) from exc
+        picture = picture.convert("RGB").resize((size, size), PILImage.Resampling.BILINEAR)
+        arrays.append(np.asarray(picture, dtype=np.float32) / 255.0)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _normalize(model: ClassifierModel, images01: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(model.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images01 - mean) / std
+
+
+def predict_topk(model: ClassifierModel, images: Sequence[Image], *, k: int, batch_size: int = 16) -> list[tuple[list[int], list[float]]]:
+    """Top-``k`` classes and softmax probabilities of ``model`` for each image."""
+    loaded, _layer = model_load(model)
+    results: list[tuple[list[int], list[float]]] = []
+    for start in range(0, len(images), batch_size):
+        batch = images_load(images[start:start + batch_size], size=model.input_size)
+        with torch.inference_mode():
+            logits = loaded.model(_normalize(model, batch))
+        if logits.shape[1] != len(model.class_names or []) and model.class_names:
+            raise PrepareInputError(
+                f"model {model.name!r} returns {logits.shape[1]} logits but has {len(model.class_names)} class names"
+            )
+        probs = logits.float().softmax(dim=1)
+        top = probs.topk(min(k, probs.shape[1]), dim=1)
+        results.extend(zip(top.indices.tolist(), [[round(s, 6) for s in row] for row in top.values.tolist()], strict=True))
+    return results
+
+
+def explain_chunk(
+    model: ClassifierModel,
+    images: Sequence[Image],
+    targets: Sequence[Sequence[int]],
+    methods: Sequence[str],
+    *,
+    options: Mapping[str, Mapping[str, Any]],
+    display_size: int,
+) -> dict[tuple[int, str, int], bytes]:
+    """Explain a chunk in one ``explain`` call and render every map to PNG.
+
+    Args:
+        model: the model row.
+        images: the chunk's images.
+        targets: per image, the classes to explain (padded to a ``[B, K]`` tensor by repeating).
+        methods: engine method names (all computed in the same call).
+        options: per-method options for ``explain``.
+        display_size: side of the rendered PNGs.
+
+    Returns:
+        ``{(image_id, method, target_class): png_bytes}``.
+    """
+    methods_check(methods)
+    loaded, layer = model_load(model)
+    x01 = images_load(images, size=model.input_size)
+    shown = x01 if display_size == model.input_size else images_load(images, size=display_size)
+    k = max(len(t) for t in targets)
+    padded = torch.tensor([list(t) + [t[-1]] * (k - len(t)) for t in targets], dtype=torch.long)
+    used = {m: dict(options.get(m, {})) for m in methods if options.get(m)}
+    try:
+        maps = explain(loaded.model, _normalize(model, x01), padded, list(methods), layer, options=used or None)
+    except ValueError as exc:
+        raise PrepareInputError(f"model {model.name!r}, methods {list(methods)}: {exc}") from exc
+    out: dict[tuple[int, str, int], bytes] = {}
+    for method in methods:
+        value = maps[method]
+        channels = METHODS[method].output == "channels"
+        for b, image in enumerate(images):
+            for j, target in enumerate(targets[b]):
+                heat = value[b, j]
+                if channels:
+                    heat = _resize(heat.unsqueeze(0), display_size)[0]
+                    out[(image.pk, method, int(target))] = _render_gradient(heat)
+                else:
+                    heat = _resize(heat[None, None], display_size)[0, 0]
+                    out[(image.pk, method, int(target))] = _render_overlay(shown[b], heat)
+    return out
+
+
+def catch_render(image: Image, *, kind: str, category: str, display_size: int) -> bytes:
+    """An obvious map: exactly the category's box (``catch_box``) or a background corner of the same size."""
+    shown = images_load([image], size=display_size)[0]
+    box = next((b for b in image.boxes or [] if b.get("category") == category), None)
+    if box is None:
+        raise PrepareInputError(f"image {image.original_name!r} has no box for category {category!r}")
+    sx, sy = display_size / image.width, display_size / image.height
+    x0, y0, x1, y1 = (int(round(box["x0"] * sx)), int(round(box["y0"] * sy)),
+                      int(round(box["x1"] * sx)), int(round(box["y1"] * sy)))
+    if kind == CATCH_BACKGROUND:
+        x0, y0, x1, y1 = _background_square(image, x1 - x0, y1 - y0, display_size, sx, sy)
+    elif kind != CATCH_BOX:
+        raise PrepareInputError(f"unknown catch rendering {kind!r}")
+    heat = torch.zeros(display_size, display_size)
+    heat[y0:y1, x0:x1] = 1.0
+    return _render_overlay(shown, heat)
+
+
+def _background_square(image: Image, w: int, h: int, size: int, sx: float, sy: float) -> tuple[int, int, int, int]:
+    """The corner rectangle of size ``w x h`` that overlaps the image's boxes least."""
+    boxes = [(b["x0"] * sx, b["y0"] * sy, b["x1"] * sx, b["y1"] * sy) for b in image.boxes or []]
+    w, h = max(4, min(w, size // 3)), max(4, min(h, size // 3))
+    corners = [(0, 0), (size - w, 0), (0, size - h), (size - w, size - h)]
+
+    def overlap(corner: tuple[int, int]) -> float:
+        cx, cy = corner
+        return sum(max(0.0, min(cx + w, bx1) - max(cx, bx0)) * max(0.0, min(cy + h, by1) - max(cy, by0))
+                   for bx0, by0, bx1, by1 in boxes)
+
+    cx, cy = min(corners, key=overlap)
+    return cx, cy, cx + w, cy + h
+
+
+def _resize(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    if tensor.shape[-1] == size and tensor.shape[-2] == size:
+        return tensor
+    return F.interpolate(tensor.float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _render_overlay(image: torch.Tensor, heat: torch.Tensor) -> bytes:
+    try:
+        from explainers.render import render_cam_overlay
+    except ImportError:  # renderer not landed yet: a plain jet-like overlay
+        return _fallback_overlay(image, heat)
+    return render_cam_overlay(image, heat)
+
+
+def _render_gradient(attr: torch.Tensor) -> bytes:
+    try:
+        from explainers.render import render_gradient
+    except ImportError:
+        return _fallback_gradient(attr)
+    return render_gradient(attr, style="color")
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(array).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def _fallback_overlay(image: torch.Tensor, heat: torch.Tensor) -> bytes:
+    heat = heat.float().clamp_min(0)
+    heat = heat / heat.max() if float(heat.max()) > 0 else heat
+    h = heat.numpy()
+    colour = np.stack([np.clip(1.5 - np.abs(4 * h - 3), 0, 1), np.clip(1.5 - np.abs(4 * h - 2), 0, 1),
+                       np.clip(1.5 - np.abs(4 * h - 1), 0, 1)], axis=-1)
+    mixed = 0.5 * image.permute(1, 2, 0).numpy() + 0.5 * colour
+    return _png((np.clip(mixed, 0, 1) * 255).round().astype(np.uint8))
+
+
+def _fallback_gradient(attr: torch.Tensor) -> bytes:
+    a = attr.float()
+    scale = float(a.abs().max()) or 1.0
+    mixed = 0.5 + 0.5 * (a / scale).permute(1, 2, 0).numpy()
+    return _png((np.clip(mixed, 0, 1) * 255).round().astype(np.uint8))

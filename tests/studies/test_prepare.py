@@ -1,0 +1,260 @@
+"""Preparation pipeline, run inline/eagerly on the embedded settings (SQLite, eager Celery).
+
+Models are random-initialised synthetic CNNs (no training) on a few generated scenes, so each
+test takes about a second; what is asserted is the bookkeeping: items per kind, stimulus rows
+and files, idempotency, failures with their message.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image as PILImage
+
+from studies.models import ClassifierModel, Image, Item, Job, ModelPair, Prediction, Stimulus, Study
+from studies.services.importers import Box, ImageRecord, image_set_import
+from studies.services.plan import CATCH_BACKGROUND, CATCH_BOX, study_chunks
+from studies.services.prepare import (
+    job_cancel,
+    job_progress,
+    job_resume,
+    prepare_inline,
+    study_prepare,
+    study_publish,
+)
+
+pytestmark = pytest.mark.django_db
+
+METHODS = ["gradcam", "guided_backprop"]
+
+
+def _png(pixels: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray((pixels.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _image_set(n: int = 3, name: str = "scenes"):
+    from explainers.worlds import synthetic
+
+    records = []
+    for index, scene in enumerate(synthetic.make_scenes(n, seed=7)):
+        names = [synthetic.CLASSES[c] for c in scene.categories]
+        boxes = [Box(label, *map(float, box)) for label, box in zip(names, scene.boxes, strict=True)]
+        records.append(ImageRecord(name=f"s{index}.png", data=_png(scene.image), categories=names, boxes=boxes))
+    return image_set_import(name=name, records=records, categories=list(synthetic.CLASSES))
+
+
+def _model(name: str, seed: int, tmp_path: Path) -> ClassifierModel:
+    from explainers.worlds import synthetic
+
+    torch.manual_seed(seed)
+    path = tmp_path / f"{name}.pt"
+    digest = synthetic.save_weights(synthetic.SyntheticCNN(num_classes=4), path)
+    stored = default_storage.save(f"weights/{name}.pt", ContentFile(path.read_bytes()))
+    return ClassifierModel.objects.create(
+        name=name, arch="synthetic_cnn", weights=stored, weights_sha256=digest, class_names=list(synthetic.CLASSES),
+        target_layer=synthetic.DEFAULT_LAYER, input_size=64, mean=list(synthetic.MEAN), std=list(synthetic.STD),
+    )
+
+
+@pytest.fixture
+def discrimination(tmp_path: Path) -> Study:
+    return Study.objects.create(
+        name="d", kind=Study.Kind.CLASS_DISCRIMINATION, model=_model("m", 0, tmp_path), image_set=_image_set(),
+        methods=METHODS, catch_trials=1, practice_trials=1, seed=123,
+        explainer_options={"display_size": 64, "chunk_size": 2},
+    )
+
+
+@pytest.fixture
+def trust(tmp_path: Path) -> Study:
+    pair = ModelPair.objects.create(name="p", model_a=_model("a", 1, tmp_path), model_b=_model("b", 2, tmp_path))
+    return Study.objects.create(
+        name="t", kind=Study.Kind.TRUST, model_pair=pair, image_set=_image_set(), methods=METHODS,
+        catch_trials=1, practice_trials=1, require_both_correct=False, seed=5, explainer_options={"display_size": 64},
+    )
+
+
+def _stimulus_files() -> set[str]:
+    root = Path(default_storage.location) / "stimuli"
+    return {str(p.relative_to(default_storage.location)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_discrimination_plan_and_stimuli(discrimination: Study) -> None:
+    job = prepare_inline(study_id=discrimination.pk)
+    assert job.status == Job.Status.DONE, job.error
+    assert (job.done, job.total) == (job.total, discrimination.items.count())
+    main = discrimination.items.filter(role=Item.Role.MAIN)
+    assert main.count() == 3 * 2 * len(METHODS)  # images x categories x methods
+    for item in main:
+        assert item.options == item.image.categories
+        assert item.options[item.correct_option] == item.target_label
+        assert item.stimulus_a is not None
+        assert item.stimulus_a.method == item.method
+        assert item.stimulus_a.target_class == ["circle", "square", "triangle", "cross"].index(item.target_label)
+    catch = discrimination.items.filter(role=Item.Role.CATCH)
+    assert catch.count() == 2
+    assert discrimination.items.filter(role=Item.Role.PRACTICE).count() == 1
+    assert {i.method for i in catch} == {CATCH_BOX}
+    assert Prediction.objects.filter(model=discrimination.model).count() == 3
+    discrimination.refresh_from_db()
+    assert discrimination.status == Study.Status.READY
+    rows = Stimulus.objects.all()
+    assert {r.file.name for r in rows} == _stimulus_files()
+    for row in rows:
+        data = default_storage.open(row.file.name).read()
+        assert PILImage.open(io.BytesIO(data)).size == (64, 64)
+        assert row.file.name.endswith(f"{row.sha256}.png")
+    ranks = sorted(discrimination.items.values_list("tie_rank", flat=True))
+    assert ranks == list(range(discrimination.items.count()))
+
+
+def test_preparing_twice_adds_nothing(discrimination: Study) -> None:
+    prepare_inline(study_id=discrimination.pk)
+    before = (set(Stimulus.objects.values_list("pk", "sha256")), _stimulus_files(),
+              set(Item.objects.values_list("pk", "tie_rank", "stimulus_a_id")), Prediction.objects.count())
+    second = prepare_inline(study_id=discrimination.pk)
+    assert second.status == Job.Status.DONE
+    assert second.done == second.total
+    after = (set(Stimulus.objects.values_list("pk", "sha256")), _stimulus_files(),
+             set(Item.objects.values_list("pk", "tie_rank", "stimulus_a_id")), Prediction.objects.count())
+    assert after == before
+    assert discrimination.jobs.count() == 2
+
+
+def test_trust_items_show_both_models(trust: Study) -> None:
+    job = prepare_inline(study_id=trust.pk)
+    assert job.status == Job.Status.DONE, job.error
+    pair = trust.model_pair
+    main = trust.items.filter(role=Item.Role.MAIN)
+    assert main.count() == 3 * len(METHODS)
+    for item in main:
+        assert item.stimulus_a.model_id == pair.model_a_id
+        assert item.stimulus_b.model_id == pair.model_b_id
+        assert item.stimulus_a.target_class == item.stimulus_b.target_class == item.target_class
+    for item in trust.items.filter(role=Item.Role.CATCH):
+        box_side = item.stimulus_a if item.correct_option == 0 else item.stimulus_b
+        other = item.stimulus_b if item.correct_option == 0 else item.stimulus_a
+        assert (box_side.method, other.method) == (CATCH_BOX, CATCH_BACKGROUND)
+
+
+def test_trust_requires_both_models_correct(trust: Study) -> None:
+    trust.require_both_correct = True
+    trust.save()
+    prepare_inline(study_id=trust.pk)
+    for item in trust.items.filter(role=Item.Role.MAIN):
+        m = len(item.image.categories)
+        for model in (trust.model_pair.model_a, trust.model_pair.model_b):
+            assert item.target_class in Prediction.objects.get(model=model, image=item.image).top_classes[:m]
+
+
+def test_tie_ranks_follow_the_seed(discrimination: Study) -> None:
+    from studies.services.plan import _assign_tie_ranks
+
+    prepare_inline(study_id=discrimination.pk)
+    first = list(discrimination.items.order_by("pk").values_list("tie_rank", flat=True))
+    _assign_tie_ranks(discrimination)
+    assert list(discrimination.items.order_by("pk").values_list("tie_rank", flat=True)) == first
+    discrimination.seed = 124
+    _assign_tie_ranks(discrimination)
+    assert list(discrimination.items.order_by("pk").values_list("tie_rank", flat=True)) != first
+
+
+def test_chunks_partition_images_per_model(discrimination: Study) -> None:
+    prepare_inline(study_id=discrimination.pk)
+    chunks = study_chunks(discrimination, only_missing=False)
+    ids = sorted(discrimination.image_set.images.values_list("pk", flat=True))
+    assert [c.image_ids for c in chunks] == [tuple(ids[:2]), tuple(ids[2:])]
+    assert study_chunks(discrimination) == []
+
+
+def test_weights_that_do_not_fit_fail_the_job_with_the_file(discrimination: Study, tmp_path: Path) -> None:
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "bad.pt")
+    model = discrimination.model
+    model.weights = default_storage.save("weights/bad.pt", ContentFile((tmp_path / "bad.pt").read_bytes()))
+    model.weights_sha256 = ""
+    model.save()
+    job = prepare_inline(study_id=discrimination.pk)
+    assert job.status == Job.Status.FAILED
+    assert "bad" in job.error
+    assert "does not fit" in job.error
+    assert "'m'" in job.error
+    discrimination.refresh_from_db()
+    assert discrimination.status == Study.Status.FAILED
+    assert not Stimulus.objects.exists()
+
+
+def test_wrong_layer_fails_then_fix_and_prepare_again(discrimination: Study) -> None:
+    ClassifierModel.objects.filter(pk=discrimination.model_id).update(target_layer="features.nope")
+    job = prepare_inline(study_id=discrimination.pk)
+    assert job.status == Job.Status.FAILED
+    assert "features.nope" in job.error
+    ClassifierModel.objects.filter(pk=discrimination.model_id).update(target_layer="")
+    again = prepare_inline(study_id=discrimination.pk)
+    assert again.status == Job.Status.DONE, again.error
+    discrimination.refresh_from_db()
+    assert discrimination.status == Study.Status.READY
+
+
+def test_unreadable_image_fails_naming_it(discrimination: Study) -> None:
+    image = Image.objects.filter(image_set=discrimination.image_set).order_by("pk")[1]
+    Path(default_storage.path(image.file.name)).write_bytes(b"not a png")
+    job = prepare_inline(study_id=discrimination.pk)
+    assert job.status == Job.Status.FAILED
+    assert image.original_name in job.error
+    assert "cannot be read" in job.error
+
+
+def test_unknown_method_fails(discrimination: Study) -> None:
+    Study.objects.filter(pk=discrimination.pk).update(methods=["gradcam", "magic"])
+    job = prepare_inline(study_id=discrimination.pk)
+    assert job.status == Job.Status.FAILED
+    assert "magic" in job.error
+
+
+def test_cancel_and_resume(discrimination: Study) -> None:
+    job = study_prepare(study_id=discrimination.pk, enqueue=False)
+    job_cancel(job_id=job.pk)
+    job.refresh_from_db()
+    discrimination.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert discrimination.status == Study.Status.DRAFT
+    from studies.services.prepare import prepare_chunk_stage, prepare_plan_stage, prepare_predict_stage
+
+    assert prepare_predict_stage(job_id=job.pk) is False  # a cancelled job does nothing
+    job_resume(job_id=job.pk, enqueue=False)
+    assert prepare_predict_stage(job_id=job.pk)
+    chunks = prepare_plan_stage(job_id=job.pk)
+    prepare_chunk_stage(job_id=job.pk, model_id=chunks[0].model_id, image_ids=list(chunks[0].image_ids))
+    job.refresh_from_db()
+    assert 0 < job.done < job.total
+    assert "ETA" in job_progress(job).describe()
+    for chunk in chunks[1:]:
+        prepare_chunk_stage(job_id=job.pk, model_id=chunk.model_id, image_ids=list(chunk.image_ids))
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE
+
+
+def test_eager_tasks_run_the_whole_pipeline(discrimination: Study, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        job = study_prepare(study_id=discrimination.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE, job.error
+    assert study_publish(study_id=discrimination.pk).status == Study.Status.LIVE
+
+
+def test_web_modules_do_not_import_torch() -> None:
+    code = ("import django, sys; django.setup(); import studies.views, studies.admin, studies.urls, "
+            "studies.services.prepare, studies.services.plan, studies.tasks; "
+            "print('torch' in sys.modules, 'explainers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "xaistudy.settings"})
+    assert out.stdout.split() == ["False", "False"], out.stderr
