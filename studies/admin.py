@@ -167,7 +167,7 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "status", "platform", "n_methods", "progress", "created_at")
     list_filter = ("kind", "status", "platform")
     search_fields = ("name", "slug")
-    readonly_fields = ("slug", "created_at", "item_summary")
+    readonly_fields = ("slug", "created_at", "item_summary", "platform_setup")
     autocomplete_fields = ("model", "model_pair")
     inlines = (JobInline, ExcludedWorkerInline)
     change_form_template = "admin/studies/study/change_form.html"  # adds a "Results" link
@@ -177,7 +177,7 @@ class StudyAdmin(admin.ModelAdmin):
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
                                "practice_pass_fraction", "lease_seconds", "require_both_correct")}),
         ("Wording", {"fields": ("question", "wording", "consent_text", "consent_version", "instructions", "questionnaire")}),
-        ("Recruiting", {"fields": ("platform", "completion_code", "prolific_completion_url", "seed")}),
+        ("Recruiting", {"fields": ("platform", "completion_code", "prolific_completion_url", "seed", "platform_setup")}),
         ("Analysis and explainers", {"fields": ("explainer_options", "exclusion_rules")}),
         ("Items and progress", {"fields": ("item_summary", "created_at")}),
     )
@@ -204,6 +204,32 @@ class StudyAdmin(admin.ModelAdmin):
     def progress(self, obj: models.Study) -> str:
         wanted = (obj.main_items or 0) * obj.judgments_per_item
         return f"{obj.answered or 0} / {wanted}"
+
+    @admin.display(description="what to paste into the platform")
+    def platform_setup(self, obj: models.Study) -> str:
+        """The study link, MTurk's ExternalQuestion XML and Prolific's study/completion URLs."""
+        if obj.pk is None:
+            return "-"
+        from django.conf import settings
+
+        from studies.selectors.participation import platform_setup
+
+        base = getattr(settings, "XAISTUDY_PUBLIC_URL", "") or "https://YOUR-HOST"
+        setup = platform_setup(study=obj, base_url=base)
+        rows = [
+            ("Plain link", setup["link"]),
+            ("MTurk: ExternalQuestion (HTTPS; FrameHeight 0 = full height)", setup["mturk_external_question"]),
+            ("Prolific: study URL (URL parameters)", setup["prolific_study_url"]),
+            ("Prolific: completion URL", setup["prolific_completion_url"]),
+            ("Completion code", setup["completion_code"]),
+        ]
+        body = format_html(
+            "".join("<p><b>{}</b></p><pre style='white-space:pre-wrap'>{}</pre>" for _ in rows),
+            *[part for row in rows for part in row],
+        )
+        if base == "https://YOUR-HOST":
+            body = format_html("{}<p>Set XAISTUDY_PUBLIC_URL to show the real host.</p>", body)
+        return body
 
     @admin.display(description="items")
     def item_summary(self, obj: models.Study) -> str:
