@@ -9,6 +9,9 @@ urlpatterns = [
     path("", include("studies.urls")),
 ]
 
+# Database outages answer 503 "try again" (JSON under /api/), never a trace.
+handler500 = "studies.web.errors.server_error"
+
 if settings.DEBUG:
     from django.conf.urls.static import static
 

@@ -18,7 +18,7 @@ import numpy as np
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
-from studies.models import Image
+from studies.models import Image, Item
 from studies.simulation.observers import Scene
 
 
@@ -46,7 +46,15 @@ def scene_for_image(*, image: Image, width: int, height: int) -> Scene:
     return Scene(regions=regions)
 
 
-def scene_for_assignment(*, assignment_token: str, width: int, height: int) -> Scene:
-    """The scene of the image behind the trial a participant was served (by its token)."""
-    image = Image.objects.get(items__assignments__token=assignment_token)
-    return scene_for_image(image=image, width=width, height=height)
+def scene_for_trial(*, trial_token: str, width: int, height: int) -> tuple[Scene, str]:
+    """The scene behind a served trial, and the class label its page names.
+
+    ``trial_token`` is what the API calls the trial's token: an assignment token for main and
+    catch trials, an item's public id for practice trials. The label is the category a trust
+    trial's page states that both robots predicted (``item.target_label``); discrimination
+    observers ignore it.
+    """
+    item = Item.objects.select_related("image").filter(assignments__token=trial_token).first()
+    if item is None:
+        item = Item.objects.select_related("image").get(public_id=trial_token)
+    return scene_for_image(image=item.image, width=width, height=height), item.target_label
