@@ -27,7 +27,12 @@ from studies import plots
 from studies.exports import EXPORT_KINDS, csv_lines, export_filename, export_rows, streaming_csv_response
 from studies.models import Study
 from studies.services.repro_pack import study_repro_pack_write
-from studies.services.results import StudyResults, study_evaluations_list, study_results_get
+from studies.services.results import (
+    StudyResults,
+    evaluations_beside_human,
+    study_evaluations_list,
+    study_results_get,
+)
 
 
 def _flags(request: HttpRequest) -> tuple[bool, bool]:
@@ -105,6 +110,11 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
         return render(request, "studies/results/error.html", {"study": study, "error": str(exc)}, status=400)
     query = f"exclusions={'on' if with_exclusions else 'off'}&simulated={'include' if include_simulated else 'exclude'}"
     report = results.analysis.exclusions
+    metrics, evaluation_rows = evaluations_beside_human(
+        results=results, evaluations=study_evaluations_list(study=study), with_exclusions=with_exclusions
+    )
+    for row in evaluation_rows:
+        row["cells"] = [row["metrics"].get(metric) for metric in metrics]
     context = {
         "study": study,
         "results": results,
@@ -115,7 +125,8 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
         "with_exclusions": with_exclusions,
         "include_simulated": include_simulated,
         "report": report,
-        "evaluations": study_evaluations_list(study=study),
+        "evaluation_metrics": metrics,
+        "evaluation_rows": evaluation_rows,
         "query": query,
         "plots": [(name, reverse("studies:results_plot", args=[study.slug, name, "png"]) + "?" + query,
                    reverse("studies:results_plot", args=[study.slug, name, "svg"]) + "?" + query)
@@ -160,8 +171,10 @@ def results_export(request: HttpRequest, slug: str, kind: str) -> HttpResponse:
     study = _study(slug)
     _, include_simulated = _flags(request)
     try:
+        results = (study_results_get(study=study, include_simulated=include_simulated)
+                   if kind in ("summary", "pairwise", "exclusions") else None)  # fmt: skip
         header, rows = export_rows(study=study, kind=kind, include_simulated=include_simulated,
-                                   bonus=request.GET.get("bonus", "0"))  # fmt: skip
+                                   bonus=request.GET.get("bonus", "0"), results=results)  # fmt: skip
     except ValueError as exc:
         if kind not in EXPORT_KINDS:
             raise Http404(str(exc)) from None

@@ -37,6 +37,7 @@ __all__ = [
     "RESULTS_CACHE_SECONDS",
     "EvaluationRow",
     "StudyResults",
+    "evaluations_beside_human",
     "study_evaluations_list",
     "study_results_compute",
     "study_results_get",
@@ -221,6 +222,32 @@ def study_evaluations_list(*, study: Study) -> list[EvaluationRow]:
             )
         )
     return rows
+
+
+def evaluations_beside_human(
+    *, results: StudyResults, evaluations: list[EvaluationRow], with_exclusions: bool = True
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Automatic metrics per method next to the human score (a pivot for the results page).
+
+    Returns:
+        ``(metrics, rows)``: the metric names (sorted) and one row per method, in the table's
+        order then any method only the evaluation knows, with ``method``, ``human`` (accuracy
+        or mean trust score), ``human_low``/``human_high`` (bootstrap interval) and
+        ``metrics``: ``{metric: EvaluationRow}``.
+    """
+    metrics = sorted({e.metric for e in evaluations})
+    by_method: dict[str, dict[str, EvaluationRow]] = {}
+    for e in evaluations:
+        by_method.setdefault(e.method, {})[e.metric] = e
+    rows: list[dict[str, Any]] = []
+    for row in results.table(with_exclusions=with_exclusions).rows:
+        human = row.accuracy if results.kind == "discrimination" else row.mean
+        rows.append({"method": row.method, "human": _finite(human), "human_low": _finite(row.boot_low),
+                     "human_high": _finite(row.boot_high), "metrics": by_method.pop(row.method, {})})  # fmt: skip
+    for method in sorted(by_method):
+        rows.append({"method": method, "human": None, "human_low": None, "human_high": None,
+                     "metrics": by_method[method]})  # fmt: skip
+    return metrics, rows
 
 
 def summary_rows(results: StudyResults) -> list[dict[str, Any]]:
