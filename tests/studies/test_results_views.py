@@ -141,3 +141,18 @@ def test_plots_module_never_imports_pyplot():
     out = subprocess.run([sys.executable, "-c", "import django; django.setup(); " + code], env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_page_and_plots_of_a_study_without_judgments(staff_client):
+    from studies.models import Response
+
+    study = synthetic_study_create(n_workers=3, seed=1)
+    Response.objects.filter(assignment__item__study=study).delete()
+    response = staff_client.get(reverse("studies:results", args=[study.slug]))
+    assert response.status_code == 200
+    assert response.context["results"].n_judgments == 0
+    for name in ("scores", "answers", "timeline"):
+        png = staff_client.get(reverse("studies:results_plot", args=[study.slug, name, "png"]))
+        assert png.content[:4] == b"\x89PNG"
+    export = staff_client.get(reverse("studies:results_export", args=[study.slug, "summary"]))
+    assert b"".join(export.streaming_content).decode().startswith("analysis,")
