@@ -1,0 +1,1 @@
+"""The two offline worlds: synthetic scenes and photo composites."""
