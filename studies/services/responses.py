@@ -99,7 +99,8 @@ def focus_events_clean(raw: Any) -> list[dict[str, int | str]]:
         raise AnswerInvalid("focus_events", f"at most {MAX_FOCUS_EVENTS} events")
     events: list[dict[str, int | str]] = []
     for index, event in enumerate(raw):
-        if not isinstance(event, dict) or event.get("type") not in FOCUS_EVENT_TYPES:
+        kind = event.get("type") if isinstance(event, dict) else None
+        if not isinstance(kind, str) or kind not in FOCUS_EVENT_TYPES:
             raise AnswerInvalid("focus_events", f"event {index}: type must be one of {sorted(FOCUS_EVENT_TYPES)}")
         t = event.get("t")
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_RESPONSE_MS:

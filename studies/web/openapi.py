@@ -221,7 +221,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["assignment", "choice"],
         "properties": {
-            "assignment": {"type": "string", "description": "the trial token"},
+            "assignment": {"type": "string", "minLength": 1, "description": "the trial token"},
             "choice": {"type": "integer", "minimum": 0, "maximum": 4},
             "client_response_ms": {"type": "integer", "minimum": 0, "maximum": 21600000},
             "focus_events": {"type": "array", "maxItems": 200, "items": _ref("FocusEvent")},

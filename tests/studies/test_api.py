@@ -184,6 +184,8 @@ def test_api_double_submit_is_a_duplicate_and_out_of_order_steps_conflict():
     "body",
     [{"choice": 0}, {"assignment": "x", "choice": 0}, {"assignment": "TRIAL", "choice": "1"},
      {"assignment": "TRIAL", "choice": 7}, {"assignment": "TRIAL", "choice": 0, "focus_events": [{"type": "x", "t": 1}]},
+     {"assignment": "TRIAL", "choice": 0, "focus_events": [{"type": {"a": 1}, "t": 1}]},
+     {"assignment": "TRIAL", "choice": 0, "focus_events": {"type": "blur"}}, {"assignment": "TRIAL", "choice": None},
      {"assignment": "TRIAL", "choice": 0, "client_response_ms": -5}, {"assignment": "TRIAL", "choice": 0, "comment": 5}],
 )
 def test_api_rejects_bad_answers_with_a_named_field(body):
