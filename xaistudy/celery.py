@@ -41,6 +41,9 @@ def _configure(application: Celery) -> None:
         task_serializer="json",
         accept_content=["json"],
         timezone="UTC",
+        beat_schedule={
+            "sweep-expired-leases": {"task": "studies.tasks.sweep_leases", "schedule": 60.0},
+        },
     )
 
 
