@@ -5,11 +5,12 @@ Usage::
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/xaistudy_bench python bench/analysis.py \
         [--judgments 1000000] [--methods 10] [--workers 5000] [--n-boot 1000] [--rebuild] [--fetch]
 
-``DATABASE_URL`` must point at PostgreSQL (default above); the database is created and
-migrated if missing. The first run writes a class-discrimination study with the requested
+``DATABASE_URL`` must point at PostgreSQL (default above) and name a database containing
+``bench`` (the benchmark may drop and recreate it); it is created and migrated if missing. The first run writes a class-discrimination study with the requested
 judgments (each worker answers ``judgments / workers`` trials, 5% of them catch trials, two
 exclusion rules) entirely in SQL (``INSERT ... SELECT generate_series``, about a minute);
-later runs reuse it (``--rebuild`` writes it again). Then it times, in seconds:
+later runs reuse it (``--rebuild``, or an incomplete earlier build, drops and recreates the
+whole database). Then it times, in seconds:
 
 1. loading the judgments into numpy (``study_judgments_load``: binary COPY; ``--fetch``
    also times the ``fetchall`` path),
@@ -39,7 +40,7 @@ CATCH_SHARE = 0.05
 N_CATCH_ITEMS = 50
 
 
-def _ensure_database(url: str) -> None:
+def _admin_connection(url: str):  # type: ignore[no-untyped-def]
     import dj_database_url
     import psycopg2
 
@@ -49,10 +50,22 @@ def _ensure_database(url: str) -> None:
     conn = psycopg2.connect(dbname="postgres", user=cfg["USER"] or "postgres", password=cfg["PASSWORD"] or None,
                             host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432)  # fmt: skip
     conn.autocommit = True
+    if "bench" not in cfg["NAME"]:
+        conn.close()
+        raise SystemExit(f"refusing to write into database {cfg['NAME']!r}: the benchmark drops and fills its "
+                         "database, so its name must contain 'bench' (e.g. xaistudy_bench)")  # fmt: skip
+    return conn, cfg["NAME"]
+
+
+def _ensure_database(url: str, *, fresh: bool) -> None:
+    """Create the database if missing; with ``fresh``, drop it first (fast way to rebuild)."""
+    conn, name = _admin_connection(url)
     with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
+        if fresh:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
         if cur.fetchone() is None:
-            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
 
 
@@ -71,8 +84,6 @@ def _build(n_judgments: int, n_methods: int, n_workers: int, name: str):  # type
         raise SystemExit("too few items for the trials per worker")
     methods = [f"method_{k}" for k in range(n_methods)]
     with transaction.atomic():
-        Study.objects.filter(name=name).delete()
-        ImageSet.objects.filter(name=name).delete()
         image_set = ImageSet.objects.create(name=name, categories=["a", "b"])
         model, _ = ClassifierModel.objects.get_or_create(name="bench-model", defaults={"arch": "synthetic_cnn"})
         study = Study.objects.create(
@@ -110,9 +121,12 @@ def _build(n_judgments: int, n_methods: int, n_workers: int, name: str):  # type
             FROM generate_series(0, %s) w""", [sid, sid, n_workers - 1]),
         ("CREATE TEMP TABLE bench_items AS SELECT row_number() OVER (ORDER BY id) - 1 AS k, id, role, method "
          "FROM studies_item WHERE study_id = %s", [sid]),
-        ("CREATE INDEX ON bench_items (k)", []),
+        ("CREATE UNIQUE INDEX ON bench_items (k)", []),
         ("CREATE TEMP TABLE bench_people AS SELECT row_number() OVER (ORDER BY id) - 1 AS w, id "
          "FROM studies_participant WHERE study_id = %s", [sid]),
+        ("CREATE UNIQUE INDEX ON bench_people (id)", []),
+        ("ANALYZE bench_items", []),
+        ("ANALYZE bench_people", []),
         # each worker: n_main distinct main items (stride 101 over the item ring) + n_catch catch items
         ("""INSERT INTO studies_assignment (participant_id, item_id, token, position, status, option_order,
                 model_a_shown_left, leased_at, expires_at, shown_at, answered_at)
@@ -125,11 +139,13 @@ def _build(n_judgments: int, n_methods: int, n_workers: int, name: str):  # type
                                                ELSE %s + (p.w + t - %s) %% %s END
             CROSS JOIN LATERAL (SELECT now() - interval '1 day' + (p.w * 17 + t) * interval '1 second' AS ts) c""",
          [trials - 1, n_main, n_items, n_items, n_main, N_CATCH_ITEMS]),
+        ("ANALYZE studies_assignment", []),
+        ("ANALYZE studies_item", []),
         ("""INSERT INTO studies_response (assignment_id, chosen_option, correct, score_model_a, client_response_ms,
                                          focus_events, comment, created_at)
             SELECT a.id, CASE WHEN x.ok THEN 0 ELSE 1 END, x.ok, NULL, x.rt, '[]'::jsonb, '', a.answered_at
             FROM studies_assignment a
-            JOIN bench_items it ON it.id = a.item_id
+            JOIN studies_item it ON it.id = a.item_id
             JOIN bench_people p ON p.id = a.participant_id
             CROSS JOIN LATERAL (SELECT
                 random() < CASE WHEN p.w %% 50 = 0 THEN (CASE WHEN it.role = 'catch' THEN 0.0 ELSE 0.5 END)
@@ -139,9 +155,7 @@ def _build(n_judgments: int, n_methods: int, n_workers: int, name: str):  # type
                      ELSE 800 + (random() * 4000)::int END AS rt) x""", []),
         ("DROP TABLE bench_items", []),
         ("DROP TABLE bench_people", []),
-        ("ANALYZE studies_response", []),
-        ("ANALYZE studies_assignment", []),
-        ("ANALYZE studies_item", []),
+        ("ANALYZE", []),
     ]
     with connection.cursor() as cur:
         for sql, params in steps:
@@ -152,6 +166,38 @@ def _build(n_judgments: int, n_methods: int, n_workers: int, name: str):  # type
     return study
 
 
+def _server_cpu(study) -> None:  # type: ignore[no-untyped-def]
+    """CPU seconds that PostgreSQL spends on the judgment query (serial plan, same host only).
+
+    With parallel workers the work is spread over processes that exit at once; a serial plan
+    keeps it in the backend, whose ``/proc/<pid>/stat`` utime + stime is read before and after.
+    """
+    from django.db import connection, transaction
+
+    from studies.selectors.judgments import study_judgments_load
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        print("  (server CPU: PostgreSQL runs on another host; not measured)")
+        return
+
+    def ticks() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        before, start, cpu = ticks(), time.perf_counter(), time.process_time()
+        study_judgments_load(study=study)
+        wall, client, server = time.perf_counter() - start, time.process_time() - cpu, ticks() - before
+    print(f"  {'load judgments, serial plan (diagnostic)':<52s} {wall:7.2f} s wall {client:7.2f} s cpu"
+          f" + {server:.2f} s PostgreSQL cpu")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judgments", type=int, default=1_000_000)
@@ -160,25 +206,34 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--rebuild", action="store_true", help="write the study again")
     parser.add_argument("--fetch", action="store_true", help="also time the fetchall loader")
+    parser.add_argument("--repeat", type=int, default=1, help="run the timed stages N times, report each")
     args = parser.parse_args()
 
-    _ensure_database(os.environ["DATABASE_URL"])
+    url = os.environ["DATABASE_URL"]
+    _ensure_database(url, fresh=args.rebuild)
     import django
 
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
 
-    call_command("migrate", interactive=False, verbosity=0)
     from studies.exports import csv_lines, export_rows
     from studies.models import Response, Study
     from studies.plots import accuracy_figure, answers_figure, figure_bytes, timeline_figure
     from studies.selectors.judgments import study_judgments_load
     from studies.services.results import study_results_compute
 
+    call_command("migrate", interactive=False, verbosity=0)
     name = BENCH_NAME.format(n=args.judgments, m=args.methods, w=args.workers)
+    expected = (args.judgments // args.workers) * args.workers
     study = Study.objects.filter(name=name).first()
-    if study is None or args.rebuild:
-        print(f"building {name} in {os.environ['DATABASE_URL']} ...", flush=True)
+    complete = study is not None and Response.objects.filter(assignment__item__study=study).count() == expected
+    if not complete:
+        if Study.objects.exists():  # partial or other data: start from an empty database
+            connection.close()
+            _ensure_database(url, fresh=True)
+            call_command("migrate", interactive=False, verbosity=0)
+        print(f"building {name} in {url} ...", flush=True)
         start = time.perf_counter()
         study = _build(args.judgments, args.methods, args.workers, name)
         print(f"  built in {time.perf_counter() - start:.1f} s (not counted)")
@@ -193,19 +248,27 @@ def main() -> None:
         print(f"  {label:<52s} {wall:7.2f} s wall {time.process_time() - cpu:7.2f} s cpu", flush=True)
         return result, wall
 
-    if args.fetch:
-        timed("load judgments (fetchall path)", lambda: study_judgments_load(study=study, method="fetch"))
-    loaded, t_load = timed("load judgments (binary COPY -> numpy)", lambda: study_judgments_load(study=study))
-    results, t_compute = timed(
-        "results: both tables (with + without exclusions)",
-        lambda: study_results_compute(study=study, loaded=loaded, n_boot=args.n_boot),
-    )
-    rows = results.analysis.with_exclusions.rows
-    timed("plots (3 PNG)", lambda: [figure_bytes(accuracy_figure(rows)), figure_bytes(answers_figure(rows)),
-                                    figure_bytes(timeline_figure(results.timeline_edges_ms,
-                                                                 results.timeline_counts))])  # fmt: skip
-    timed("summary CSV", lambda: "".join(csv_lines(*export_rows(study=study, kind="summary", results=results))))
-    print(f"  {'TOTAL load + results (what the page computes)':<52s} {t_load + t_compute:7.2f} s wall")
+    totals = []
+    for run in range(args.repeat):
+        print(f"run {run + 1}/{args.repeat} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        if args.fetch:
+            timed("load judgments (fetchall path)", lambda: study_judgments_load(study=study, method="fetch"))
+        loaded, t_load = timed("load judgments (binary COPY -> numpy)", lambda: study_judgments_load(study=study))
+        results, t_compute = timed(
+            "results: both tables (with + without exclusions)",
+            lambda loaded=loaded: study_results_compute(study=study, loaded=loaded, n_boot=args.n_boot),
+        )
+        rows = results.analysis.with_exclusions.rows
+        timed("plots (3 PNG)", lambda rows=rows, results=results: [
+            figure_bytes(accuracy_figure(rows)), figure_bytes(answers_figure(rows)),
+            figure_bytes(timeline_figure(results.timeline_edges_ms, results.timeline_counts))])  # fmt: skip
+        timed("summary CSV", lambda results=results: "".join(
+            csv_lines(*export_rows(study=study, kind="summary", results=results))))  # fmt: skip
+        totals.append(t_load + t_compute)
+        print(f"  {'TOTAL load + results (what the page computes)':<52s} {totals[-1]:7.2f} s wall")
+    if args.repeat > 1:
+        print(f"best TOTAL of {args.repeat}: {min(totals):.2f} s wall")
+    _server_cpu(study)
     report = results.analysis.exclusions
     first = results.analysis.with_exclusions.rows[-1]
     print(f"excluded {report.n_workers_excluded} of {report.n_workers_total} workers "
