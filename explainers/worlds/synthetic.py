@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import tempfile
@@ -402,13 +403,19 @@ def train_cnn(
 
 
 def save_weights(model: nn.Module, path: str | Path) -> str:
-    """Write ``model.state_dict()`` atomically (temp file then ``os.replace``); return its sha256."""
+    """Write ``model.state_dict()`` atomically (temp file then ``os.replace``); return its sha256.
+
+    The state dict is serialized to memory first, so the bytes (and the sha256) depend only on
+    the weights, not on the file name (``torch.save`` names its zip records after the file).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        torch.save(model.state_dict(), temp_name)
+        with os.fdopen(handle, "wb") as temp_file:
+            temp_file.write(buffer.getvalue())
         os.replace(temp_name, path)
     finally:
         if os.path.exists(temp_name):
