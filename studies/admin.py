@@ -149,9 +149,13 @@ class JobInline(admin.TabularInline):
     model = models.Job
     extra = 0
     can_delete = False
-    fields = ("kind", "status", "stage", "done", "total", "error", "created_at", "finished_at")
+    fields = ("kind", "status", "stage", "job_progress", "error", "created_at", "finished_at")
     readonly_fields = fields
-    show_change_link = False
+    show_change_link = True
+
+    @admin.display(description="progress (done/total, rate, ETA)")
+    def job_progress(self, obj: models.Job) -> str:
+        return _job_progress_text(obj)
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -171,7 +175,7 @@ class StudyAdmin(admin.ModelAdmin):
     autocomplete_fields = ("model", "model_pair")
     inlines = (JobInline, ExcludedWorkerInline)
     change_form_template = "admin/studies/study/change_form.html"  # adds a "Results" link
-    actions = ("export_tidy_csv",)
+    actions = ("export_tidy_csv", "prepare_stimuli", "cancel_preparation", "resume_preparation", "pilot_simulated")
     fieldsets = (
         (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set")}),
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
@@ -195,6 +199,54 @@ class StudyAdmin(admin.ModelAdmin):
         studies = list(queryset.order_by("pk"))
         name = f"study-{studies[0].pk}-tidy.csv" if len(studies) == 1 else "studies-tidy.csv"
         return streaming_csv_response(tidy_lines_for_studies(studies), name)
+
+    @admin.action(description="Pilot with simulated workers (5 heatmap_reader participants, flagged simulated)")
+    def pilot_simulated(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        from studies.simulation.pilot import pilot_run
+
+        for study in queryset:
+            try:
+                lines = pilot_run(study_id=study.pk)
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"{study.name}: " + " | ".join(lines[:2] + lines[-1:]), messages.INFO)
+
+    @admin.action(description="Prepare stimuli (predict, plan items, render heatmaps on the gpu queue)")
+    def prepare_stimuli(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        from studies.services.prepare import PrepareRefused, study_prepare
+
+        for study in queryset:
+            try:
+                job = study_prepare(study_id=study.pk)
+            except PrepareRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"{study.name}: prepare job {job.public_id} {job.status}.")
+
+    @admin.action(description="Cancel stimulus preparation")
+    def cancel_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        from studies.services.prepare import ACTIVE, job_cancel
+
+        for job in models.Job.objects.filter(study__in=queryset, kind=models.Job.Kind.PREPARE, status__in=ACTIVE):
+            job_cancel(job_id=job.pk)
+            self.message_user(request, f"{job.study.name}: preparation cancelled at {job.done}/{job.total}.")
+
+    @admin.action(description="Resume stimulus preparation (re-enqueues what is missing)")
+    def resume_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        from studies.services.prepare import PrepareRefused, job_resume
+
+        for study in queryset:
+            job = study.jobs.filter(kind=models.Job.Kind.PREPARE).order_by("-created_at").first()
+            if job is None:
+                self.message_user(request, f"{study.name}: no prepare job to resume", messages.WARNING)
+                continue
+            try:
+                job_resume(job_id=job.pk)
+            except PrepareRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"{study.name}: preparation resumed ({job.done}/{job.total} done).")
 
     @admin.display(description="methods")
     def n_methods(self, obj: models.Study) -> int:
@@ -294,10 +346,44 @@ class ParticipantAdmin(admin.ModelAdmin):
 
 @admin.register(models.Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("study", "kind", "status", "stage", "done", "total", "created_at", "finished_at")
+    list_display = ("study", "kind", "status", "stage", "job_progress", "short_error", "created_at", "finished_at")
     list_filter = ("kind", "status")
     list_select_related = ("study",)
-    readonly_fields = ("public_id", "created_at", "started_at", "updated_at", "finished_at")
+    readonly_fields = ("public_id", "job_progress", "created_at", "started_at", "updated_at", "finished_at")
+    actions = ("cancel_jobs", "resume_jobs")
+
+    @admin.display(description="progress (done/total, rate, ETA)")
+    def job_progress(self, obj: models.Job) -> str:
+        return _job_progress_text(obj)
+
+    @admin.display(description="error")
+    def short_error(self, obj: models.Job) -> str:
+        return (obj.error.splitlines() or [""])[0][:160]
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[models.Job]) -> None:
+        from studies.services.prepare import job_cancel
+
+        for job in queryset:
+            job_cancel(job_id=job.pk)
+        self.message_user(request, f"Cancelled {queryset.count()} job(s).")
+
+    @admin.action(description="Resume the selected prepare jobs")
+    def resume_jobs(self, request: HttpRequest, queryset: QuerySet[models.Job]) -> None:
+        from studies.services.prepare import PrepareRefused, job_resume
+
+        for job in queryset:
+            try:
+                job_resume(job_id=job.pk)
+            except PrepareRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, "Resumed; progress updates as chunks finish.")
+
+
+def _job_progress_text(job: models.Job) -> str:
+    from studies.services.prepare import job_progress
+
+    return job_progress(job).describe()
 
 
 @admin.register(models.Response)

@@ -19,7 +19,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from studies.models import ClassifierModel, ImageSet, ModelPair
+from studies.models import ClassifierModel, ImageSet, ModelPair, Study
 from studies.services.importers import Box, ImageRecord, image_set_import
 
 SYNTHETIC_SEED = 0
@@ -200,3 +200,36 @@ def _photo_record(index: int, composite: Any) -> ImageRecord:
     name = getattr(composite, "name", None) or f"composite_{index:02d}_{'_'.join(labels)}".replace(" ", "-")
     return ImageRecord(name=f"{name}.png", data=buffer.getvalue(), categories=labels, boxes=boxes,
                        source=f"photo composite {index}")
+
+
+DEMO_DISCRIMINATION_METHODS = ["gradcam", "guided_gradcam", "guided_backprop", "deconvnet", "deconv_gradcam",
+                               "counterfactual_gradcam"]
+DEMO_TRUST_METHODS = ["guided_backprop", "guided_gradcam", "gradcam"]
+
+
+def demo_studies_ensure(*, synthetic: WorldRows | None, photos: WorldRows | None) -> list[Study]:
+    """The demo's four studies (two per world), created once and found by name afterwards."""
+    specs: list[dict[str, Any]] = []
+    if photos is not None:
+        specs += [
+            {"name": "What do you see? (photos, EfficientNet-Lite0)", "kind": Study.Kind.CLASS_DISCRIMINATION,
+                 "model": photos.models["efficientnet_lite0"], "image_set": photos.image_sets["photos"],
+                 "methods": DEMO_DISCRIMINATION_METHODS},
+            {"name": "Which robot is more reasonable? (photos, Lite0 vs Lite2)", "kind": Study.Kind.TRUST,
+                 "model_pair": photos.pair, "image_set": photos.image_sets["photos"], "methods": DEMO_TRUST_METHODS},
+        ]
+    if synthetic is not None:
+        specs += [
+            {"name": "What do you see? (synthetic scenes)", "kind": Study.Kind.CLASS_DISCRIMINATION,
+                 "model": synthetic.models["unbiased"], "image_set": synthetic.image_sets["clean"],
+                 "methods": DEMO_DISCRIMINATION_METHODS},
+            {"name": "Which robot is more reasonable? (synthetic, biased vs unbiased)", "kind": Study.Kind.TRUST,
+                 "model_pair": synthetic.pair, "image_set": synthetic.image_sets["cued"], "methods": DEMO_TRUST_METHODS},
+        ]
+    studies = []
+    for spec in specs:
+        study = Study.objects.filter(name=spec["name"]).order_by("created_at").first()
+        if study is None:
+            study = Study.objects.create(seed=20170101, judgments_per_item=3, trials_per_participant=10, **spec)
+        studies.append(study)
+    return studies
