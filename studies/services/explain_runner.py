@@ -25,6 +25,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from explainers import METHODS, explain, resolve_layer
+from explainers.render import render_cam_overlay, render_gradient
 from explainers.zoo import LoadedModel, ModelLoadError, load_model
 from studies.models import ClassifierModel, Image
 from studies.services.plan import CATCH_BACKGROUND, CATCH_BOX, PrepareInputError
@@ -214,39 +215,8 @@ def _resize(tensor: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _render_overlay(image: torch.Tensor, heat: torch.Tensor) -> bytes:
-    try:
-        from explainers.render import render_cam_overlay
-    except ImportError:  # renderer not landed yet: a plain jet-like overlay
-        return _fallback_overlay(image, heat)
     return render_cam_overlay(image, heat)
 
 
 def _render_gradient(attr: torch.Tensor) -> bytes:
-    try:
-        from explainers.render import render_gradient
-    except ImportError:
-        return _fallback_gradient(attr)
     return render_gradient(attr, style="color")
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.fromarray(array).save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
-
-
-def _fallback_overlay(image: torch.Tensor, heat: torch.Tensor) -> bytes:
-    heat = heat.float().clamp_min(0)
-    heat = heat / heat.max() if float(heat.max()) > 0 else heat
-    h = heat.numpy()
-    colour = np.stack([np.clip(1.5 - np.abs(4 * h - 3), 0, 1), np.clip(1.5 - np.abs(4 * h - 2), 0, 1),
-                       np.clip(1.5 - np.abs(4 * h - 1), 0, 1)], axis=-1)
-    mixed = 0.5 * image.permute(1, 2, 0).numpy() + 0.5 * colour
-    return _png((np.clip(mixed, 0, 1) * 255).round().astype(np.uint8))
-
-
-def _fallback_gradient(attr: torch.Tensor) -> bytes:
-    a = attr.float()
-    scale = float(a.abs().max()) or 1.0
-    mixed = 0.5 + 0.5 * (a / scale).permute(1, 2, 0).numpy()
-    return _png((np.clip(mixed, 0, 1) * 255).round().astype(np.uint8))
