@@ -87,6 +87,10 @@ def _check_record(record: ImageRecord, allowed: set[str] | None) -> tuple[ImageI
         return None, [_problem(record, f"{record.name}: {exc}")]
     if not record.categories:
         problems.append(_problem(record, "no categories given"))
+    for text in (record.name, *record.categories, *(b.category for b in record.boxes)):
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            # NUL and other control characters: no name has them, and PostgreSQL refuses NUL.
+            problems.append(_problem(record, f"{text!r} contains a control character (NUL, tab, newline ...)"))
     if allowed is not None:
         unknown = sorted({c for c in record.categories if c not in allowed} | {b.category for b in record.boxes if b.category not in allowed})
         if unknown:

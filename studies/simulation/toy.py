@@ -17,6 +17,7 @@ This is a fixture for the machinery, not science: the worlds in ``explainers.wor
 from __future__ import annotations
 
 import io
+import secrets
 
 import numpy as np
 from django.core.files.base import ContentFile
@@ -107,7 +108,7 @@ def toy_study_create(
     half = size // 2
     with transaction.atomic():
         image_set = ImageSet.objects.create(
-            name=f"toy-{rng.integers(1 << 40):x}", source=ImageSet.Source.SYNTHETIC, categories=list(TOY_CATEGORIES)
+            name=f"toy-{secrets.token_hex(6)}", source=ImageSet.Source.SYNTHETIC, categories=list(TOY_CATEGORIES)
         )
         model, _ = ClassifierModel.objects.get_or_create(
             name="toy-oracle", defaults={"arch": "toy", "class_names": list(TOY_CATEGORIES)}
