@@ -43,6 +43,7 @@ def _configure(application: Celery) -> None:
         timezone="UTC",
         beat_schedule={
             "sweep-expired-leases": {"task": "studies.tasks.sweep_leases", "schedule": 60.0},
+            "resume-stalled-prepare-jobs": {"task": "studies.tasks.prepare_sweep", "schedule": 300.0},
         },
     )
 
