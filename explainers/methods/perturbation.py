@@ -27,13 +27,16 @@ def occlusion_windows(
     size: tuple[int, int], window: int | tuple[int, int], stride: int | tuple[int, int]
 ) -> torch.Tensor:
     """Boolean masks ``[P, H, W]`` of the sliding windows, row-major over positions
-    ``0, stride, ...`` while the window fits (Captum ``Occlusion``'s positions)."""
+    ``0, stride, ..., ceil((H - h) / stride) * stride``; the last window is clipped at the
+    border when the stride does not divide ``H - h`` (Captum ``Occlusion``'s positions)."""
     (height, width), (wh, ww), (sh, sw) = size, _pair(window, "window"), _pair(stride, "stride")
     if wh > height or ww > width:
         raise ValueError(f"occlusion window {(wh, ww)} larger than the image {(height, width)}")
     masks = []
-    for y in range(0, height - wh + 1, sh):
-        for x in range(0, width - ww + 1, sw):
+    rows = math.ceil((height - wh) / sh) + 1
+    cols = math.ceil((width - ww) / sw) + 1
+    for y in range(0, rows * sh, sh):
+        for x in range(0, cols * sw, sw):
             mask = torch.zeros(height, width, dtype=torch.bool)
             mask[y:y + wh, x:x + ww] = True
             masks.append(mask)

@@ -53,10 +53,22 @@ def case(request):
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     targets = torch.tensor([3, 11])
     maps = explain(
-        model, images, targets,
-        ["saliency", "input_x_gradient", "guided_backprop", "deconvnet", "gradcam",
-         "counterfactual_gradcam", "guided_gradcam", "deconv_gradcam", "gradcam_plus_plus"],
-        layer=layer_name, layer_maps=True,
+        model,
+        images,
+        targets,
+        [
+            "saliency",
+            "input_x_gradient",
+            "guided_backprop",
+            "deconvnet",
+            "gradcam",
+            "counterfactual_gradcam",
+            "guided_gradcam",
+            "deconv_gradcam",
+            "gradcam_plus_plus",
+        ],
+        layer=layer_name,
+        layer_maps=True,
     )
     return model, layer, layer_name, images, targets, maps
 
@@ -121,7 +133,8 @@ def test_guided_gradcam_matches_captum_bilinear(case):
 def test_deconv_gradcam_is_deconvnet_times_gradcam(case):
     model, layer, _, images, targets, maps = case
     ref = Deconvolution(model).attribute(images, target=targets) * _captum_gradcam(
-        model, layer, images, targets).unsqueeze(1)
+        model, layer, images, targets
+    ).unsqueeze(1)
     assert rel_err(maps["deconv_gradcam"], ref) <= TOL
 
 
@@ -142,8 +155,13 @@ def test_integrated_gradients_matches_captum(case):
     model, _, name, images, targets, _ = case
     images = _small(images)
     method = "gausslegendre" if name == "layer4" else "riemann_trapezoid"
-    ours = explain(model, images, targets, ["integrated_gradients"],
-                   options={"integrated_gradients": {"steps": 4, "method": method, "batch_size": 4}})
+    ours = explain(
+        model,
+        images,
+        targets,
+        ["integrated_gradients"],
+        options={"integrated_gradients": {"steps": 4, "method": method, "batch_size": 4}},
+    )
     ref = IntegratedGradients(model).attribute(images, target=targets, n_steps=4, method=method)
     assert rel_err(ours["integrated_gradients"], ref) <= TOL
 
@@ -155,20 +173,37 @@ def test_smoothgrad_matches_captum_noise_tunnel_with_same_noise(case):
     flat = images.flatten(1)
     lo, hi = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
     images = (images - lo) / (hi - lo) * 4 - 2
-    ours = explain(model, images, targets, ["smoothgrad"],
-                   options={"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 7}})
+    ours = explain(
+        model,
+        images,
+        targets,
+        ["smoothgrad"],
+        options={"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 7}},
+    )
     torch.manual_seed(7)
     ref = NoiseTunnel(Saliency(model)).attribute(
-        images, target=targets, nt_type="smoothgrad", nt_samples=3, stdevs=0.4, abs=False)
+        images, target=targets, nt_type="smoothgrad", nt_samples=3, stdevs=0.4, abs=False
+    )
     assert rel_err(ours["smoothgrad"], ref) <= TOL
 
 
 def test_occlusion_matches_captum(case):
     model, _, _, images, targets, _ = case
     images = _small(images)
-    ours = explain(model, images, targets, ["occlusion"],
-                   options={"occlusion": {"window": 16, "stride": 12, "baseline": 0.5, "batch_size": 5}})
-    ref = Occlusion(model).attribute(images, target=targets, sliding_window_shapes=(3, 16, 16),
-                                     strides=(3, 12, 12), baselines=0.5, perturbations_per_eval=3)
+    ours = explain(
+        model,
+        images,
+        targets,
+        ["occlusion"],
+        options={"occlusion": {"window": 16, "stride": 12, "baseline": 0.5, "batch_size": 5}},
+    )
+    ref = Occlusion(model).attribute(
+        images,
+        target=targets,
+        sliding_window_shapes=(3, 16, 16),
+        strides=(3, 12, 12),
+        baselines=0.5,
+        perturbations_per_eval=3,
+    )
     assert torch.equal(ref[:, 0], ref[:, 2])  # Captum's window spans all channels
     assert rel_err(ours["occlusion"], ref[:, 0]) <= 1e-5
