@@ -57,6 +57,7 @@ __all__ = [
     "CLASSES",
     "DEFAULT_LAYER",
     "IMAGE_SIZE",
+    "QUICK_CONFIG",
     "MEAN",
     "STD",
     "Scene",
@@ -71,6 +72,7 @@ __all__ = [
     "scenes_to_tensors",
     "top2_accuracy",
     "train_cnn",
+    "train_cnn_cached",
 ]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -308,13 +310,14 @@ class SyntheticCNN(nn.Module):
 class TrainConfig:
     """Training knobs; the defaults train both models in well under a minute on 2 CPU cores."""
 
-    n_train: int = 1600
+    n_train: int = 1200
     epochs: int = 3
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 3e-3
     width: int = 8
     shape_agreement: float = 0.5  # biased set: share of scenes whose marks match the objects
     n_test: int = 500
+    threads: int | None = None  # torch intra-op threads while training (restored after); None: as set
 
 
 @contextlib.contextmanager
@@ -325,6 +328,17 @@ def _deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def top2_accuracy(logits: torch.Tensor, scenes: Sequence[Scene]) -> float:
@@ -376,7 +390,7 @@ def train_cnn(
     started = time.perf_counter()
     images, targets = _training_scenes(biased=biased, seed=seed, config=config)
     inputs = normalize(images)
-    with _deterministic():
+    with _deterministic(), _threads(config.threads):
         torch.manual_seed(seed)
         model = SyntheticCNN(num_classes=len(CLASSES), width=config.width)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -430,6 +444,51 @@ def load_weights(path: str | Path, *, sha256: str | None = None) -> SyntheticCNN
     model = load_model("synthetic_cnn", path, sha256=sha256).model
     assert isinstance(model, SyntheticCNN)
     return model
+
+
+#: A reduced training (a few seconds on 2 cores) for tests: top-2 accuracy well above chance.
+QUICK_CONFIG = TrainConfig(n_train=320, epochs=5, batch_size=64, width=8, n_test=20, lr=5e-3)
+
+
+def train_cnn_cached(
+    cache_dir: str | Path, *, biased: bool = False, seed: int = 0, config: TrainConfig | None = None
+) -> tuple[SyntheticCNN, dict[str, Any], Path]:
+    """:func:`train_cnn` once per ``cache_dir``: later calls load the weights it saved.
+
+    The file name holds the sha256 of ``(biased, seed, config)``, so a different config trains
+    again; ``<name>.json`` (written after the weights, atomically) holds the metrics and the
+    weights' sha256, which is checked on load. Used by tests to share one trained model.
+
+    Returns:
+        ``(model, metrics, weights_path)``; the model is in eval mode with frozen parameters.
+    """
+    import hashlib
+
+    config = config or TrainConfig()
+    key = json.dumps({"version": _WORLD_VERSION, "biased": biased, "seed": seed, "config": asdict(config)},
+                     sort_keys=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = Path(cache_dir)
+    weights, meta = root / f"cnn-{name}.pt", root / f"cnn-{name}.json"
+    if meta.is_file() and weights.is_file():
+        try:
+            info = json.loads(meta.read_text())
+            if file_sha256(weights) != info["sha256"]:
+                raise ValueError("weights changed since they were cached")
+            model = SyntheticCNN(num_classes=len(CLASSES), width=config.width)
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            model.eval()
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            return model, info["metrics"], weights
+        except (OSError, ValueError, KeyError, RuntimeError):
+            pass  # stale or corrupt cache: train again
+    model, metrics = train_cnn(biased=biased, seed=seed, config=config)
+    digest = save_weights(model, weights)
+    temp = meta.with_suffix(".json.tmp")
+    temp.write_text(json.dumps({"sha256": digest, "metrics": metrics}, sort_keys=True))
+    os.replace(temp, meta)
+    return model, metrics, weights
 
 
 @dataclass

@@ -10,9 +10,10 @@ import torch
 
 from explainers.worlds import synthetic
 
-# Reduced training so the module stays within seconds; the default TrainConfig trains longer.
-SMALL = synthetic.TrainConfig(n_train=800, epochs=3, lr=6e-3, n_test=200)
-TINY = synthetic.TrainConfig(n_train=64, epochs=1, n_test=20)
+# Reduced training so the module stays within seconds (one thread: these small convolutions gain
+# nothing from more, and lose a lot on a busy machine); the default TrainConfig trains longer.
+SMALL = synthetic.TrainConfig(n_train=480, epochs=3, batch_size=32, lr=5e-3, n_test=200, threads=1)
+TINY = synthetic.TrainConfig(n_train=64, epochs=1, n_test=20, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +105,15 @@ def test_unbiased_model_learns_the_objects_and_ignores_marks(trained):
 def test_biased_twin_follows_the_corner_marks(trained):
     _, biased = trained[True]
     _, unbiased = trained[False]
-    assert biased["top2_matched"] >= 0.8
+    assert biased["top2_matched"] >= 0.75
     assert biased["top2_swapped"] <= 0.2
     assert unbiased["top2_swapped"] - biased["top2_swapped"] >= 0.6
 
 
-def test_training_is_deterministic():
+def test_training_is_deterministic_and_restores_global_torch_state():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     first, _ = synthetic.train_cnn(biased=False, seed=7, config=TINY)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, deterministic)
     second, _ = synthetic.train_cnn(biased=False, seed=7, config=TINY)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), name
