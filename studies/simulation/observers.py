@@ -102,7 +102,8 @@ def perceived_salience(png: bytes) -> np.ndarray:
       mid-grey, ``|v - 128| / 128``;
     - a colour-map overlay (Grad-CAM, occlusion, ...: ``jet`` blended with the photo): salience is
       the map's warmth ``(R - B)``, shifted so the coldest 5% of pixels read as zero and scaled to
-      ``[0, 1]``. Red reads hot, blue cold, whatever the photo underneath adds.
+      ``[0, 1]``. Red reads hot, blue cold, whatever the photo underneath adds (so a red object
+      under a cold map reads warm: a known confound of this reading, see docs/operations.md).
     """
     rgb = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
     chroma = rgb.max(axis=2) - rgb.min(axis=2)
