@@ -175,7 +175,8 @@ class StudyAdmin(admin.ModelAdmin):
     autocomplete_fields = ("model", "model_pair")
     inlines = (JobInline, ExcludedWorkerInline)
     change_form_template = "admin/studies/study/change_form.html"  # adds a "Results" link
-    actions = ("export_tidy_csv", "prepare_stimuli", "cancel_preparation", "resume_preparation", "pilot_simulated")
+    actions = ("export_tidy_csv", "prepare_stimuli", "cancel_preparation", "resume_preparation", "pilot_simulated",
+               "evaluate_explanations")
     fieldsets = (
         (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set")}),
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
@@ -211,6 +212,18 @@ class StudyAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
             self.message_user(request, f"{study.name}: " + " | ".join(lines[:2] + lines[-1:]), messages.INFO)
+
+    @admin.action(description="Evaluate explanations automatically (metrics, controls, sanity check; gpu queue)")
+    def evaluate_explanations(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        from studies.services.evaluation import EvaluationRefused, study_evaluation_start
+
+        for study in queryset:
+            try:
+                job = study_evaluation_start(study_id=study.pk)
+            except EvaluationRefused as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"{study.name}: evaluate job {job.public_id} {job.status}.")
 
     @admin.action(description="Prepare stimuli (predict, plan items, render heatmaps on the gpu queue)")
     def prepare_stimuli(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:

@@ -66,3 +66,14 @@ def sweep_leases() -> int:
     from studies.services.allocation import leases_sweep
 
     return leases_sweep()
+
+
+# --- automatic evaluation (studies/services/evaluation.py) ----------------------------------
+
+
+@shared_task(name="studies.tasks.gpu_evaluate_study", acks_late=True, reject_on_worker_lost=True)
+def gpu_evaluate_study(job_id: int) -> str:
+    """Compute and store every automatic metric of the job's study (idempotent: rows are upserted)."""
+    from studies.services.evaluation import evaluation_job_run
+
+    return evaluation_job_run(job_id=job_id).status

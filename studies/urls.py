@@ -18,6 +18,7 @@ urlpatterns = [
     path("results/<str:slug>/plot/<str:name>.<str:fmt>", views_results.results_plot, name="results_plot"),
     path("results/<str:slug>/export/<str:kind>.csv", views_results.results_export, name="results_export"),
     path("results/<str:slug>/pack.zip", views_results.results_pack, name="results_pack"),
+    path("results/<str:slug>/sanity.<str:fmt>", views_results.results_sanity_plot, name="results_sanity_plot"),
     # Worker pages (frameable by MTurk).
     path("s/<str:slug>/", pages.entry, name="worker-entry"),
     path("s/<str:slug>/example/<str:public_id>/<str:side>", pages.example_stimulus, name="worker-example-stimulus"),

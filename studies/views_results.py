@@ -6,6 +6,7 @@ URLs (names in the ``studies`` namespace)::
     results/<slug>/plot/<name>.<png|svg>     results_plot       scores | answers | timeline
     results/<slug>/export/<kind>.csv         results_export     see studies.exports.EXPORT_KINDS (?bonus=0.50)
     results/<slug>/pack.zip                  results_pack       the reproducibility pack
+    results/<slug>/sanity.<png|svg>          results_sanity_plot  cascading-randomization plot per method
 
 Views parse the query, call one service, and present; non-staff users are redirected to the
 admin login (302).
@@ -26,6 +27,7 @@ from django.views.decorators.http import require_GET
 from studies import plots
 from studies.exports import EXPORT_KINDS, csv_lines, export_filename, export_rows, streaming_csv_response
 from studies.models import Study
+from studies.services.evaluation import SANITY_METRIC, sanity_figure, study_sanity_list
 from studies.services.repro_pack import study_repro_pack_write
 from studies.services.results import (
     StudyResults,
@@ -127,6 +129,9 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
         "report": report,
         "evaluation_metrics": metrics,
         "evaluation_rows": evaluation_rows,
+        # One more query, and only when the evaluation stored sanity cascades.
+        "sanity_rows": study_sanity_list(study=study) if any(m.startswith(SANITY_METRIC) for m in metrics) else [],
+        "sanity_plot_url": reverse("studies:results_sanity_plot", args=[study.slug, "png"]),
         "query": query,
         "plots": [(name, reverse("studies:results_plot", args=[study.slug, name, "png"]) + "?" + query,
                    reverse("studies:results_plot", args=[study.slug, name, "svg"]) + "?" + query)
@@ -162,6 +167,18 @@ def results_plot(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpRe
     if request.GET.get("download"):
         response["Content-Disposition"] = f'attachment; filename="study-{study.pk}-{name}.{fmt}"'
     return response
+
+
+@staff_member_required
+@require_GET
+def results_sanity_plot(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
+    """The stored sanity cascades (Adebayo et al. 2018) of every method and control, PNG or SVG."""
+    if fmt not in ("png", "svg"):
+        raise Http404("unknown format")
+    study = _study(slug)
+    fig = sanity_figure(study_sanity_list(study=study), title=f"cascading randomization: {study.name}")
+    body = plots.figure_bytes(fig, fmt)  # type: ignore[arg-type]
+    return HttpResponse(body, content_type="image/png" if fmt == "png" else "image/svg+xml")
 
 
 @staff_member_required

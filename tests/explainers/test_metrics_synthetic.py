@@ -1,7 +1,7 @@
 """Metrics on the synthetic world, where the object masks are exact ground truth.
 
-One small CNN is trained once for the module (a reduced ``TrainConfig`` so the module stays
-within seconds); maps are made from the scenes' masks and corner marks, Grad-CAM comes from
+One small CNN is trained once per test session (``trained_synthetic_cnn`` in
+``tests/explainers/conftest.py``, a reduced ``TrainConfig``); maps are made from the scenes' masks and corner marks, Grad-CAM comes from
 ``explainers.explain``.
 """
 
@@ -30,9 +30,8 @@ N_SCENES = 12
 
 
 @pytest.fixture(scope="module")
-def world():
-    config = synthetic.TrainConfig(n_train=320, epochs=5, width=8, n_test=20, lr=5e-3)
-    model, _ = synthetic.train_cnn(biased=False, seed=0, config=config)
+def world(trained_synthetic_cnn):
+    model, _, _ = trained_synthetic_cnn  # trained once per session (tests/explainers/conftest.py)
     scenes = synthetic.make_scenes(N_SCENES, seed=99, cue="matched")
     images, _ = synthetic.scenes_to_tensors(scenes)
     targets = torch.tensor([scene.categories[0] for scene in scenes])
