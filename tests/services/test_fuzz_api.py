@@ -37,10 +37,9 @@ def live_study(settings):  # type: ignore[no-untyped-def]
     """A live link study with practice, a questionnaire, and two participants at different stages."""
     settings.XAISTUDY_RATE_LIMITS = {"entry": (10**6, 60), "submit": (10**6, 60), "api": (10**6, 60)}
     settings.DEBUG = False
-    if GUARD not in settings.MIDDLEWARE:
-        # Without the guard, NUL bytes reach PostgreSQL and five endpoints answer 500 (found by
-        # this suite). xaistudy/settings.py must list it first; until it does, the test adds it.
-        settings.MIDDLEWARE = [GUARD, *settings.MIDDLEWARE]
+    # Without the guard, NUL bytes reach PostgreSQL and five endpoints answer 500 (found by
+    # this suite): the project's settings must list it first.
+    assert settings.MIDDLEWARE[0] == GUARD
     study = make_worker_study(n_main=8, n_practice=1, judgments_per_item=50, trials_per_participant=4,
                               questionnaire=[{"name": "age", "label": "Age", "type": "number", "required": True}])  # fmt: skip
     tokens = []
