@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(PINS)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test test-services lint bench browser-deps deploy-check compose-check clean
+.PHONY: venv demo test test-services lint bench bench-explainers bench-analysis bench-load bench-pipeline browser-deps deploy-check compose-check clean
 
 venv: $(STAMP)
 
@@ -40,8 +40,23 @@ test-services: venv
 lint: venv
 	$(BIN)/ruff check .
 
+# Benchmarks print figures; none of them passes or fails on time.
 bench: venv
 	$(BIN)/python bench/explainers.py --quick
+	$(BIN)/python bench/metrics.py --quick
+	$(BIN)/python bench/analysis_core.py
+
+bench-explainers: venv
+	$(BIN)/python bench/explainers.py
+
+bench-analysis: venv
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/xaistudy_bench} $(BIN)/python bench/analysis.py
+
+bench-load: venv
+	$(BIN)/python bench/load.py
+
+bench-pipeline: venv
+	$(BIN)/python bench/pipeline.py
 
 deploy-check: venv
 	DJANGO_SETTINGS_MODULE=xaistudy.settings_production DJANGO_SECRET_KEY=ci-$(shell head -c 32 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9') \
