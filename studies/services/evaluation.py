@@ -367,6 +367,6 @@ def evaluation_table_lines(*, study: Study, width: int = 24) -> list[str]:
     for sanity in study_sanity_list(study=study):
         verdict = "pass" if sanity.passed else "fail"
         final = "n/a" if sanity.final is None else f"{sanity.final:.3f}"
-        lines.append(f"sanity {sanity.metric[len(SANITY_METRIC):] or ''} {sanity.method:<22} {verdict} "
+        lines.append(f"sanity{sanity.metric[len(SANITY_METRIC):]} {sanity.method:<22} {verdict} "
                      f"(similarity after all layers random {final})")  # fmt: skip
     return lines

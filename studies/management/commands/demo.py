@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from studies.models import Job, Study
+from studies.models import EvaluationResult, Job, Study
 from studies.services.accounts import demo_admin_ensure
 
 
@@ -38,6 +38,11 @@ class ProgressBar:
         self.stream.flush()
 
 
+#: Demo studies whose explanations are evaluated automatically (the photo one with --evaluate-photos).
+EVALUATED_STUDIES = ("What do you see? (synthetic scenes)",)
+EVALUATED_PHOTO_STUDIES = ("What do you see? (photos, EfficientNet-Lite0)",)
+
+
 class Command(BaseCommand):
     help = "Set up the demo (admin login, both worlds, four prepared live studies) and serve it on localhost."
 
@@ -45,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="set everything up, then exit")
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-evaluate", action="store_true", help="skip the automatic evaluation")
+        parser.add_argument("--evaluate-photos", action="store_true",
+                            help="also evaluate the photo discrimination study (minutes on a CPU)")
 
     def handle(self, *args: object, **options: object) -> None:
         from studies.services.prepare import study_publish
@@ -61,11 +69,15 @@ class Command(BaseCommand):
         except ImportError as exc:  # the photo world module is optional until it ships
             self.stderr.write(f"photo world skipped: {exc}")
             photos = None
+        evaluated = () if options["no_evaluate"] else EVALUATED_STUDIES + (
+            EVALUATED_PHOTO_STUDIES if options["evaluate_photos"] else ())
         for study in demo_studies_ensure(synthetic=synthetic, photos=photos):
             self._prepare(study)
             study.refresh_from_db()
             if study.status == Study.Status.READY:
                 study_publish(study_id=study.pk)
+            if study.name in evaluated:
+                self._evaluate(study)
         self.stdout.write(f"demo ready in {time.monotonic() - started:.0f}s")
         for study in Study.objects.filter(status=Study.Status.LIVE).order_by("name"):
             self.stdout.write(f"  {study.name}: {base}/s/{study.slug}/")
@@ -102,3 +114,30 @@ class Command(BaseCommand):
         bar.update(job.done, job.total, final=True)
         if job.status != Job.Status.DONE:
             self.stderr.write(f"{study.name}: preparation {job.status}: {job.error}")
+
+    def _evaluate(self, study: Study) -> None:
+        from studies.services.evaluation import (
+            evaluation_inline,
+            evaluation_table_lines,
+            study_evaluation_start,
+        )
+
+        label = f"evaluate: {study.name}"
+        if EvaluationResult.objects.filter(study=study).exists():
+            self.stdout.write(f"{label}: reused (manage.py evaluate_study to recompute)")
+            return
+        bar = ProgressBar(label, sys.stdout)
+        if settings.CELERY_TASK_ALWAYS_EAGER:
+            job = evaluation_inline(study_id=study.pk, on_progress=lambda _stage, done, total: bar.update(done, total))
+        else:
+            job = study_evaluation_start(study_id=study.pk)
+            while job.status in (Job.Status.PENDING, Job.Status.RUNNING):
+                time.sleep(0.5)
+                job.refresh_from_db()
+                bar.update(job.done, job.total)
+        bar.update(job.done, job.total, final=True)
+        if job.status != Job.Status.DONE:
+            self.stderr.write(f"{label}: {job.status}: {job.error}")
+            return
+        for line in evaluation_table_lines(study=study):
+            self.stdout.write("  " + line)
