@@ -34,20 +34,21 @@ def test_simulate_crowd_fills_the_study_flags_everyone_and_audits_clean(capsys: 
 
 
 def test_heatmap_reader_over_http_gets_focused_right_and_misleading_wrong() -> None:
-    study = toy_study_create(n_images=3, methods=("focused", "misleading"), judgments_per_item=2,
+    study = toy_study_create(n_images=3, methods=("focused", "misleading"), judgments_per_item=4,
                              trials_per_participant=12)  # fmt: skip
     with wsgi_server_running() as base_url:
         report = crowd_run(CrowdConfig(base_url=base_url, study_slug=study.slug, observer="heatmap_reader",
-                                       workers=2, concurrency=1, time_limit_s=120))  # fmt: skip
-    assert report.stats.outcomes["completed"] == 2
+                                       workers=4, concurrency=1, time_limit_s=180))  # fmt: skip
+    assert report.stats.outcomes["completed"] == 4
     assert report.stats.server_errors == 0
     responses = Response.objects.filter(assignment__item__study=study)
     focused = responses.filter(assignment__item__method="focused")
     misleading = responses.filter(assignment__item__method="misleading")
-    assert focused.count() == misleading.count() == 12
-    # The reader's overlay reading is imperfect (a reddish object reads warm), so the margins are wide.
-    assert focused.filter(correct=True).count() >= 8
-    assert misleading.filter(correct=True).count() <= 4
+    assert focused.count() == misleading.count() == 24
+    # The reader's overlay reading is imperfect (a reddish object reads warm), and option order
+    # depends on the random participant tokens, so the margins are wide (24 judgments each).
+    assert focused.filter(correct=True).count() >= 15
+    assert misleading.filter(correct=True).count() <= 9
 
 
 def test_unknown_observer_and_unpublished_study_are_clear_errors() -> None:
