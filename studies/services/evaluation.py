@@ -193,7 +193,8 @@ def study_evaluate(
         result = runner.model_evaluate(model, model_units, study.methods, options=options, settings=settings,
                                        progress=lambda stage, s=side: progress(f"{s + ': ' if s else ''}{stage}"))
         image_ids = [image_id for image_id, _ in result.units]
-        common = {"model": model.name, "side": side or None, "units": [list(u) for u in result.units],
+        common = {"model": model.name, "weights_sha256": model.weights_sha256, "side": side or None,
+                  "units": [list(u) for u in result.units],
                   "settings": {k: getattr(settings, k) for k in SETTING_KEYS}, "level": 0.95}  # fmt: skip
         suffix = f":{side}" if side else ""
         for method, metrics in result.values.items():
@@ -223,6 +224,14 @@ def _store(study: Study, rows: dict[tuple[str, str], tuple[list[float | None], d
             keep.append(row.pk)
         deleted, _ = EvaluationResult.objects.filter(study=study).exclude(pk__in=keep).delete()
     return len(keep), deleted
+
+
+def study_evaluation_current(*, study: Study) -> bool:
+    """Whether the study has stored results for every method, made with its models' current weights."""
+    stored = {(method, (summary or {}).get("model"), (summary or {}).get("weights_sha256"))
+              for method, summary in EvaluationResult.objects.filter(study=study).values_list("method", "summary")}  # fmt: skip
+    wanted = {(method, model.name, model.weights_sha256) for method in study.methods for model in study_models(study)}
+    return bool(stored) and wanted <= stored
 
 
 # --- the job (admin action, command, Celery task) -------------------------------------------

@@ -32,7 +32,12 @@ from studies.models import (
     Response,
     Study,
 )
-from studies.services.evaluation import SANITY_METRIC, study_evaluate, study_evaluation_start
+from studies.services.evaluation import (
+    SANITY_METRIC,
+    study_evaluate,
+    study_evaluation_current,
+    study_evaluation_start,
+)
 from studies.services.importers import Box, ImageRecord, image_set_import
 from studies.services.plan import study_plan
 
@@ -156,6 +161,10 @@ def test_evaluation_is_idempotent_and_drops_removed_methods(study):
     assert {m for m, _ in second} == {"gradcam", *CONTROLS}
     assert second == {key: value for key, value in first.items() if key[0] != "saliency"}  # updated in place
     assert EvaluationResult.objects.filter(study=study).count() == len(second)
+    assert study_evaluation_current(study=study)
+    study.model.weights_sha256 = "0" * 64  # retrained weights: the stored results are stale
+    study.model.save(update_fields=["weights_sha256"])
+    assert not study_evaluation_current(study=study)
 
 
 def test_trust_study_stores_both_models_per_method(trained_weights, tmp_path):

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from studies.models import EvaluationResult, Job, Study
+from studies.models import Job, Study
 from studies.services.accounts import demo_admin_ensure
 
 
@@ -119,11 +119,12 @@ class Command(BaseCommand):
         from studies.services.evaluation import (
             evaluation_inline,
             evaluation_table_lines,
+            study_evaluation_current,
             study_evaluation_start,
         )
 
         label = f"evaluate: {study.name}"
-        if EvaluationResult.objects.filter(study=study).exists():
+        if study_evaluation_current(study=study):
             self.stdout.write(f"{label}: reused (manage.py evaluate_study to recompute)")
             return
         bar = ProgressBar(label, sys.stdout)
