@@ -167,7 +167,8 @@ def _shared_pass(
             grad_x = grads[0].float()
             if rule == "plain":
                 add("saliency", grad_x)
-                add("input_x_gradient", x.detach() * grad_x)
+                if "input_x_gradient" in names:
+                    add("input_x_gradient", x.detach() * grad_x)
             else:
                 add("guided_backprop" if rule == "guided" else "deconvnet", grad_x)
         if rule == "plain" and need_layer:
@@ -210,7 +211,7 @@ def explain(
         layer: CAM layer (dotted name or module); ``None`` = default, see
             :func:`explainers.layers.resolve_layer`.
         options: per-method keyword options, e.g. ``{"occlusion": {"window": 32,
-            "stride": 16, "baseline": 0.0, "batch_size": 64}, "smoothgrad": {"samples": 8,
+            "stride": 16, "baseline": 0.0, "batch_size": 16}, "smoothgrad": {"samples": 8,
             "noise": 0.15, "base": "saliency", "seed": 0, "batch_size": None},
             "integrated_gradients": {"steps": 32, "method": "gausslegendre",
             "baseline": None, "batch_size": None}, "rise": {"masks": 2000, "cells": 7,

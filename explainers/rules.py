@@ -85,12 +85,12 @@ class _RuledRectifier(torch.autograd.Function):
         rule = ctx.state.rule
         if rule == "deconvnet":
             return grad.clamp(min=0), None, None, None, None
-        if rule == "guided":
-            grad = grad.clamp(min=0)
         if math.isinf(ctx.hi):
             grad_in = torch.ops.aten.threshold_backward(grad, y, 0)
         else:  # y in (lo, hi) iff x in (lo, hi): same mask as hardtanh_backward(x)
             grad_in = torch.ops.aten.hardtanh_backward(grad, y, ctx.lo, ctx.hi)
+        if rule == "guided":  # max(g, 0) * m == max(g * m, 0), in place on our own buffer
+            grad_in.clamp_(min=0)
         return grad_in, None, None, None, None
 
 

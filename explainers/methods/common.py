@@ -16,11 +16,15 @@ def model_session(model: nn.Module) -> Iterator[None]:
     """Evaluate ``model`` in eval mode and restore every module's ``training`` flag and
     every parameter's ``requires_grad`` on exit (also on error). Gradients are never
     accumulated into parameters because all backward passes use ``torch.autograd.grad``
-    with respect to inputs or activations only."""
+    with respect to inputs or activations only; parameters are also frozen
+    (``requires_grad=False``) for the session, so the forward records no weight-gradient
+    inputs and the backward graph only spans what depends on the input."""
     training = [(module, module.training) for module in model.modules()]
     requires = [(param, param.requires_grad) for param in model.parameters()]
     try:
         model.eval()
+        for param, _ in requires:
+            param.requires_grad_(False)
         yield
     finally:
         for module, flag in training:

@@ -58,7 +58,7 @@ def occlusion(
     window: int | tuple[int, int] = 32,
     stride: int | tuple[int, int] = 16,
     baseline: float | torch.Tensor = 0.0,
-    batch_size: int = 64,
+    batch_size: int = 16,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus, 2014, "Visualizing and Understanding
@@ -71,7 +71,9 @@ def occlusion(
 
     Args:
         classes: ``[B, K]`` target classes (all served by the same forwards).
-        batch_size: perturbed images per forward (memory knob).
+        batch_size: perturbed images per forward (memory knob). The default 16 measured
+            fastest on CPU (ResNet-18, 224x224: 8-16 rows beat 64 by ~25%, larger
+            batches fall out of cache); on a GPU pass a larger value.
 
     Returns:
         float32 ``[B, K, H, W]``.

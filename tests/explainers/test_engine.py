@@ -62,6 +62,20 @@ def test_cam_only_pass_equals_full_pass(resnet, images):
     assert alone["gradcam"].dtype == torch.float32
 
 
+@pytest.mark.parametrize("base", ["saliency", "guided_backprop"])
+def test_smoothgrad_noise_and_result_do_not_depend_on_batch_size(resnet, images, base):
+    opts = {"samples": 4, "noise": 0.2, "seed": 3, "base": base}
+    whole = explain(resnet, images, [1, 2, 3], ["smoothgrad"],
+                    options={"smoothgrad": {**opts, "batch_size": 12}})["smoothgrad"]
+    for rows in (None, 5, 1):  # 5 rows split an image's samples across passes
+        chunked = explain(resnet, images, [1, 2, 3], ["smoothgrad"],
+                          options={"smoothgrad": {**opts, "batch_size": rows}})["smoothgrad"]
+        torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-7)
+    other_seed = explain(resnet, images, [1, 2, 3], ["smoothgrad"],
+                         options={"smoothgrad": {**opts, "seed": 4}})["smoothgrad"]
+    assert not torch.allclose(other_seed, whole, rtol=1e-3)
+
+
 def test_resolve_layer_names_modules_default_and_errors(resnet):
     assert resolve_layer(resnet, "layer4")[1] is resnet.layer4
     assert resolve_layer(resnet, resnet.layer2[1]) == ("layer2.1", resnet.layer2[1])
