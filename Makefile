@@ -59,7 +59,7 @@ bench-pipeline: venv
 	$(BIN)/python bench/pipeline.py
 
 deploy-check: venv
-	DJANGO_SETTINGS_MODULE=xaistudy.settings_production DJANGO_SECRET_KEY=ci-$(shell head -c 32 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9') \
+	DJANGO_SETTINGS_MODULE=xaistudy.settings_production DJANGO_SECRET_KEY=ci-$(shell head -c 96 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9' | cut -c1-64) \
 	  DJANGO_ALLOWED_HOSTS=xaistudy.example.org $(BIN)/python manage.py check --deploy --fail-level WARNING
 
 compose-check:
