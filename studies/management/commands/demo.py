@@ -38,6 +38,15 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _follow(job: Job, bar: ProgressBar) -> Job:
+    """Poll a job row that Celery workers advance, drawing its progress, until it stops."""
+    while job.status in (Job.Status.PENDING, Job.Status.RUNNING):
+        time.sleep(0.5)
+        job.refresh_from_db()
+        bar.update(job.done, job.total)
+    return job
+
+
 #: Demo studies whose explanations are evaluated automatically (the photo one with --evaluate-photos).
 EVALUATED_STUDIES = ("What do you see? (synthetic scenes)",)
 EVALUATED_PHOTO_STUDIES = ("What do you see? (photos, EfficientNet-Lite0)",)
@@ -106,11 +115,7 @@ class Command(BaseCommand):
         if settings.CELERY_TASK_ALWAYS_EAGER:
             job = prepare_inline(study_id=study.pk, on_progress=lambda j: bar.update(j.done, j.total))
         else:  # a broker is configured: the Celery workers do it; follow the job row
-            job = study_prepare(study_id=study.pk)
-            while job.status in (Job.Status.PENDING, Job.Status.RUNNING):
-                time.sleep(0.5)
-                job.refresh_from_db()
-                bar.update(job.done, job.total)
+            job = _follow(study_prepare(study_id=study.pk), bar)
         bar.update(job.done, job.total, final=True)
         if job.status != Job.Status.DONE:
             self.stderr.write(f"{study.name}: preparation {job.status}: {job.error}")
@@ -131,11 +136,7 @@ class Command(BaseCommand):
         if settings.CELERY_TASK_ALWAYS_EAGER:
             job = evaluation_inline(study_id=study.pk, on_progress=lambda _stage, done, total: bar.update(done, total))
         else:
-            job = study_evaluation_start(study_id=study.pk)
-            while job.status in (Job.Status.PENDING, Job.Status.RUNNING):
-                time.sleep(0.5)
-                job.refresh_from_db()
-                bar.update(job.done, job.total)
+            job = _follow(study_evaluation_start(study_id=study.pk), bar)
         bar.update(job.done, job.total, final=True)
         if job.status != Job.Status.DONE:
             self.stderr.write(f"{label}: {job.status}: {job.error}")
