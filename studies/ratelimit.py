@@ -1,8 +1,9 @@
 """A small fixed-window rate limiter on Django's cache (Redis when ``REDIS_URL`` is set).
 
 Rule: at most ``limit`` requests per ``window_s`` seconds per (scope, key). The counter for
-window ``floor(now / window_s)`` is created with ``cache.add`` and bumped with ``cache.incr``,
-both atomic on Redis (and on the local-memory cache within one process). A fixed window lets
+window ``floor(now / window_s)`` is bumped atomically: on Redis by one pipelined round trip
+(``SET key 0 EX ttl NX`` then ``INCR key``); on other caches with ``cache.add`` and
+``cache.incr`` (atomic on the local-memory cache within one process). A fixed window lets
 through at most ``2 * limit`` in any ``window_s`` span around a boundary, which is enough to
 stop scripted floods of entries and submits (django-ratelimit uses the same scheme).
 
@@ -21,7 +22,8 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
@@ -36,6 +38,9 @@ def rate_limit_hit(*, scope: str, key: str, limit: int, window_s: int, now: floa
     bucket = int((time.time() if now is None else now) // window_s)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     cache_key = f"xaistudy:rl:{scope}:{digest}:{bucket}"
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        return _redis_count(backend, cache_key, window_s + 5) <= limit
     if cache.add(cache_key, 1, timeout=window_s + 5):
         return 1 <= limit
     try:
@@ -44,6 +49,19 @@ def rate_limit_hit(*, scope: str, key: str, limit: int, window_s: int, now: floa
         cache.add(cache_key, 1, timeout=window_s + 5)
         count = 1
     return count <= limit
+
+
+def _redis_count(backend: RedisCache, cache_key: str, ttl_s: int) -> int:
+    """Create-if-missing and increment in one round trip; the new count.
+
+    Stored as a plain integer, which Django's Redis serializer reads back as ``int``.
+    """
+    key = backend.make_and_validate_key(cache_key)
+    client = backend._cache.get_client(key, write=True)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, 0, ex=ttl_s, nx=True)
+    pipe.incr(key)
+    return int(pipe.execute()[1])
 
 
 def scope_limit(scope: str) -> tuple[int, int]:
