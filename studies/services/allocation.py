@@ -98,14 +98,12 @@ def slot_counts(*, participant: Participant) -> SlotCounts:
         open=Count("id", filter=Q(status=Assignment.Status.LEASED)),
         expired=Count("id", filter=Q(status=Assignment.Status.EXPIRED)),
     )
-    n_catch = 0
-    if study.catch_trials:
-        n_catch = min(study.catch_trials, Item.objects.filter(study=study, role=Item.Role.CATCH).count())
+    planned, n_catch = _planned(study=study)
     return SlotCounts(
         answered=counts["answered"],
         open=counts["open"],
         expired=counts["expired"],
-        planned=study.trials_per_participant + n_catch,
+        planned=planned,
         n_catch=n_catch,
     )
 
@@ -156,6 +154,85 @@ def _take_catch_item(*, study: Study, participant: Participant, slot: int) -> It
     return Item.objects.get(pk=rng.choice(ids))
 
 
+@dataclass(frozen=True)
+class TrialLease:
+    """The open leases (current trial first) and the participant's progress, read under one lock."""
+
+    leases: list[Assignment]
+    answered: int
+    planned: int
+
+
+def _planned(*, study: Study) -> tuple[int, int]:
+    """``(planned, n_catch)``: ``trials_per_participant`` + min(``catch_trials``, catch items)."""
+    n_catch = 0
+    if study.catch_trials:
+        n_catch = min(study.catch_trials, Item.objects.filter(study=study, role=Item.Role.CATCH).count())
+    return study.trials_per_participant + n_catch, n_catch
+
+
+def trial_lease(
+    *,
+    participant: Participant,
+    lookahead: int = 1,
+    mark_shown: bool = False,
+    only_if_answering: bool = False,
+    now: datetime | None = None,
+) -> TrialLease:
+    """Make sure the participant holds their current lease plus ``lookahead`` more; return them.
+
+    One transaction holding the participant's row lock: one query reads all of the participant's
+    assignments (with their items), which gives both the counts and the open leases; new leases
+    are taken as in :func:`_take_main_slot`. With ``mark_shown`` the current trial's first
+    ``shown_at`` is stamped in the same transaction (one commit per trial view). With
+    ``only_if_answering`` nothing is leased unless the locked row is ``in_progress`` with the
+    practice passed (the caller then reads the stage with the usual selector).
+    ``participant.study`` is used as loaded by the caller.
+    """
+    now = now or timezone.now()
+    study = participant.study
+    with transaction.atomic():
+        row = Participant.objects.select_for_update().filter(pk=participant.pk).values_list("status", "practice_passed")
+        status, practice_passed = row.get()
+        if only_if_answering and (status != Participant.Status.IN_PROGRESS or not practice_passed):
+            return TrialLease(leases=[], answered=0, planned=0)
+        held = list(Assignment.objects.filter(participant_id=participant.pk).select_related("item").order_by("position"))
+        planned, n_catch = _planned(study=study)
+        answered = sum(a.status == Assignment.Status.ANSWERED for a in held)
+        open_leases = [a for a in held if a.status == Assignment.Status.LEASED]
+        used = answered + len(open_leases)
+        want = min(1 + lookahead, planned - answered)
+        if len(open_leases) < want and used < planned:
+            catch_at = catch_slots(study=study, participant_token=participant.token, planned=planned, n_catch=n_catch)
+            next_position = len(held)
+            while len(open_leases) < want and used < planned:
+                slot = used
+                item = None
+                if slot in catch_at and main_slot_available(participant=participant):
+                    item = _take_catch_item(study=study, participant=participant, slot=slot)
+                if item is None:
+                    item = _take_main_slot(study=study, participant=participant)
+                if item is None:
+                    break
+                choices = assignment_choices(study=study, participant_token=participant.token, slot=slot, item=item)
+                # UniqueConstraint(participant, item) backs the candidate query's exclusion.
+                assignment = Assignment.objects.create(
+                    participant=participant,
+                    item=item,
+                    position=next_position,
+                    option_order=choices.option_order,
+                    model_a_shown_left=choices.model_a_shown_left,
+                    expires_at=now + timedelta(seconds=study.lease_seconds),
+                )
+                open_leases.append(assignment)
+                used += 1
+                next_position += 1
+        if mark_shown and open_leases and open_leases[0].shown_at is None:
+            Assignment.objects.filter(pk=open_leases[0].pk, shown_at__isnull=True).update(shown_at=now)
+            open_leases[0].shown_at = now
+    return TrialLease(leases=open_leases, answered=answered, planned=planned)
+
+
 def assignments_lease(*, participant: Participant, lookahead: int = 1, now: datetime | None = None) -> list[Assignment]:
     """Make sure the participant holds their current lease plus ``lookahead`` more; return them.
 
@@ -163,49 +240,9 @@ def assignments_lease(*, participant: Participant, lookahead: int = 1, now: date
     ones are leased early so that their images can be preloaded). An empty list means the
     participant has done all planned trials or no item with a free slot remains for them.
     Leases held already are returned unchanged (a returning worker resumes), and their
-    ``expires_at`` is not extended.
+    ``expires_at`` is not extended. See :func:`trial_lease`.
     """
-    now = now or timezone.now()
-    with transaction.atomic():
-        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
-        study = locked.study
-        counts = slot_counts(participant=locked)
-        open_leases = list(
-            Assignment.objects.filter(participant=locked, status=Assignment.Status.LEASED)
-            .select_related("item")
-            .order_by("position")
-        )
-        used = counts.answered + counts.open
-        want = min(1 + lookahead, counts.planned - counts.answered)
-        if len(open_leases) >= want or used >= counts.planned:
-            return open_leases
-        catch_at = catch_slots(
-            study=study, participant_token=locked.token, planned=counts.planned, n_catch=counts.n_catch
-        )
-        next_position = counts.answered + counts.open + counts.expired
-        while len(open_leases) < want and used < counts.planned:
-            slot = used
-            item = None
-            if slot in catch_at and main_slot_available(participant=locked):
-                item = _take_catch_item(study=study, participant=locked, slot=slot)
-            if item is None:
-                item = _take_main_slot(study=study, participant=locked)
-            if item is None:
-                break
-            choices = assignment_choices(study=study, participant_token=locked.token, slot=slot, item=item)
-            # UniqueConstraint(participant, item) backs the candidate query's exclusion.
-            assignment = Assignment.objects.create(
-                participant=locked,
-                item=item,
-                position=next_position,
-                option_order=choices.option_order,
-                model_a_shown_left=choices.model_a_shown_left,
-                expires_at=now + timedelta(seconds=study.lease_seconds),
-            )
-            open_leases.append(assignment)
-            used += 1
-            next_position += 1
-        return open_leases
+    return trial_lease(participant=participant, lookahead=lookahead, now=now).leases
 
 
 def main_slot_available(*, participant: Participant) -> bool:

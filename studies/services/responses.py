@@ -148,17 +148,19 @@ def response_record(
     events = focus_events_clean(focus_events)
     ms, text = _clean_extras(client_response_ms, comment)
     with transaction.atomic():
-        locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
-        study = locked.study
+        # The participant's row lock serializes this submit with their completion.
+        lock = Participant.objects.select_for_update().filter(pk=participant.pk).values_list("status", "practice_passed")
+        status, practice_passed = lock.get()
+        study = participant.study
         assignment = (
-            Assignment.objects.select_related("item").filter(participant=locked, token=assignment_token).first()
+            Assignment.objects.select_related("item").filter(participant_id=participant.pk, token=assignment_token).first()
         )
         if assignment is None:
             raise AssignmentNotFound(assignment_token)
         if assignment.status == Assignment.Status.ANSWERED:
             return RecordOutcome(status="duplicate", assignment_token=assignment.token)
-        if locked.status != Participant.Status.IN_PROGRESS or not locked.practice_passed:
-            raise ParticipantNotAnswering(locked.status)
+        if status != Participant.Status.IN_PROGRESS or not practice_passed:
+            raise ParticipantNotAnswering(status)
         item = assignment.item
         scored = answer_score(
             study=study,

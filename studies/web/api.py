@@ -28,7 +28,7 @@ from studies.selectors.participation import (
     study_wording,
     trial_view,
 )
-from studies.services.allocation import assignments_lease
+from studies.services.allocation import trial_lease
 from studies.services.participation import (
     EntryInvalid,
     EntryRefused,
@@ -48,7 +48,6 @@ from studies.services.responses import (
     AnswerInvalid,
     AssignmentNotFound,
     ParticipantNotAnswering,
-    assignment_mark_shown,
     response_record,
 )
 from studies.web.openapi import SCHEMA
@@ -268,18 +267,16 @@ def _post_practice(request: HttpRequest) -> JsonResponse:
 
 def _get_trial(request: HttpRequest) -> JsonResponse:
     participant = _participant(request)
-    state = participant_state(participant)
-    if state.stage == "trial":
-        leases = assignments_lease(participant=participant)
-        if leases:
-            assignment_mark_shown(assignment=leases[0])
+    if participant.status == Participant.Status.IN_PROGRESS and participant.practice_passed:
+        lease = trial_lease(participant=participant, mark_shown=True, only_if_answering=True)
+        if lease.leases:
             view = trial_view(
-                participant=participant, leases=leases, answered=state.answered, planned=state.planned,
+                participant=participant, leases=lease.leases, answered=lease.answered, planned=lease.planned,
                 absolute=request.build_absolute_uri,
             )  # fmt: skip
+            state = ParticipantState(stage="trial", answered=lease.answered, planned=lease.planned)
             return JsonResponse({"trial": _trial_json(view), "state": _state_json(participant, state)})
-        state = participant_state(participant)
-    return JsonResponse({"trial": None, "state": _state_json(participant, state)})
+    return JsonResponse({"trial": None, "state": _state_json(participant)})
 
 
 def _submit_key(request: HttpRequest, kwargs: dict[str, Any]) -> str:

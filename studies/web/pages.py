@@ -21,6 +21,7 @@ from studies.http import form_token_make, frameable, worker_csrf
 from studies.models import Assignment, Item, Participant, Study
 from studies.ratelimit import client_address, rate_limited
 from studies.selectors.participation import (
+    ParticipantState,
     example_view,
     participant_by_token,
     participant_state,
@@ -29,7 +30,7 @@ from studies.selectors.participation import (
     study_wording,
     trial_view,
 )
-from studies.services.allocation import assignment_choices, assignments_lease
+from studies.services.allocation import assignment_choices, trial_lease
 from studies.services.participation import (
     EntryInvalid,
     EntryRefused,
@@ -49,7 +50,6 @@ from studies.services.responses import (
     AnswerInvalid,
     AssignmentNotFound,
     ParticipantNotAnswering,
-    assignment_mark_shown,
     response_record,
 )
 
@@ -130,14 +130,13 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
 def home(request: HttpRequest, token: str) -> HttpResponse:
     """``/p/<token>/``: the page for the participant's current stage."""
     participant = _participant_or_404(token)
-    state = participant_state(participant)
-    if state.stage == "trial":
-        leases = assignments_lease(participant=participant)
-        if leases:
-            assignment_mark_shown(assignment=leases[0])
-            view = trial_view(participant=participant, leases=leases, answered=state.answered, planned=state.planned)
+    if participant.status == Participant.Status.IN_PROGRESS and participant.practice_passed:
+        lease = trial_lease(participant=participant, mark_shown=True, only_if_answering=True)
+        if lease.leases:
+            state = ParticipantState(stage="trial", answered=lease.answered, planned=lease.planned)
+            view = trial_view(participant=participant, leases=lease.leases, answered=lease.answered, planned=lease.planned)
             return render(request, "studies/trial.html", _context(participant, trial=view, state=state))
-        state = participant_state(participant)
+    state = participant_state(participant)
     if state.stage == "consent":
         return render(request, "studies/consent.html", _context(participant))
     if state.stage == "declined":

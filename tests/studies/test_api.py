@@ -236,3 +236,25 @@ def test_openapi_document_is_served_and_lists_every_api_route():
         if str(p.pattern).startswith("api/")
     }
     assert routes == set(document["paths"])
+
+
+def test_one_judgment_query_budget(django_assert_max_num_queries):
+    """Steady state (the next trial is already leased ahead): GET trial, its image, POST the answer."""
+    study = make_worker_study(n_main=30, n_catch=0, trials_per_participant=10, with_files=False)
+    api = Api()
+    api.token = enter(api, study).json()["participant_token"]
+    api.call("POST", "/api/v1/participant/consent", {"agree": True, "consent_version": study.consent_version})
+    pass_practice(api, study)
+    first = api.call("GET", "/api/v1/participant/trial").json()["trial"]
+    api.call("POST", "/api/v1/participant/trial", {"assignment": first["token"], "choice": 0})
+    # lookup, lock, all assignments, take a slot (select + update), insert, stamp shown_at (+ savepoint pair)
+    with django_assert_max_num_queries(9):
+        trial = api.call("GET", "/api/v1/participant/trial").json()["trial"]
+    assert Assignment.objects.get(token=trial["token"]).shown_at is not None
+    with django_assert_max_num_queries(1):
+        api.client.get(trial["images"][0]["url"])
+    # lookup, lock, assignment, flip, counters, insert (+ savepoint pair), then the progress count
+    with django_assert_max_num_queries(9):
+        body = api.call("POST", "/api/v1/participant/trial", {"assignment": trial["token"], "choice": 0}).json()
+    assert body["outcome"] == "recorded"
+    assert body["state"] == {"stage": "trial", "answered": 2, "planned": 10}
