@@ -282,31 +282,54 @@ def done(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "studies/done.html", _context(participant, completion=completion_for(participant)))
 
 
-def _file_response(stimulus: Any) -> HttpResponse:
+#: Image URLs name one side of one trial, whose stimulus never changes: cache them for a year.
+STIMULUS_CACHE_CONTROL = "private, max-age=31536000, immutable"
+#: The stimulus columns an image response needs (the rest of the row, e.g. its settings, is not read).
+STIMULUS_FIELDS = ("file", "sha256")
+
+
+def _file_response(request: HttpRequest, stimulus: Any) -> HttpResponse:
+    """The stimulus file, with a strong ``ETag`` (its SHA-256) and a long private cache lifetime.
+
+    A request whose ``If-None-Match`` names that ETag gets ``304 Not Modified`` without the file
+    being opened. Content-addressed files never change under their hash (RFC 9110 §8.8.3, §13.1.2).
+    """
     if stimulus is None or not stimulus.file:
         raise Http404("no image")
-    try:
-        handle = stimulus.file.open("rb")
-    except FileNotFoundError as exc:
-        raise Http404("image file missing") from exc
-    content_type = mimetypes.guess_type(stimulus.file.name)[0] or "image/png"
-    response = FileResponse(handle, content_type=content_type)
-    response["Cache-Control"] = "private, max-age=3600"
+    etag = f'"{stimulus.sha256}"' if stimulus.sha256 else ""
+    if etag and etag in (part.strip() for part in request.headers.get("If-None-Match", "").split(",")):
+        response = HttpResponse(status=304)
+    else:
+        try:
+            handle = stimulus.file.open("rb")
+        except FileNotFoundError as exc:
+            raise Http404("image file missing") from exc
+        content_type = mimetypes.guess_type(stimulus.file.name)[0] or "image/png"
+        response = FileResponse(handle, content_type=content_type)
+    if etag:
+        response["ETag"] = etag
+    response["Cache-Control"] = STIMULUS_CACHE_CONTROL
     return response
+
+
+def _with_stimuli(queryset: Any, prefix: str, *fields: str) -> Any:
+    """``select_related`` both stimuli, reading only ``fields`` and the columns :func:`_file_response` needs."""
+    wanted = [*fields] + [f"{prefix}stimulus_{side}__{name}" for side in ("a", "b") for name in STIMULUS_FIELDS]
+    return queryset.select_related(f"{prefix}stimulus_a", f"{prefix}stimulus_b").only(*wanted)
 
 
 @require_GET
 def stimulus(request: HttpRequest, token: str, assignment_token: str, side: str) -> HttpResponse:
-    """One image of one of the participant's trials (no file name reveals the answer)."""
+    """One image of one of the participant's trials (no file name reveals the answer). One query."""
     assignment = (
-        Assignment.objects.select_related("item__stimulus_a", "item__stimulus_b")
+        _with_stimuli(Assignment.objects.all(), "item__", "model_a_shown_left")
         .filter(participant__token=token, token=assignment_token)
         .first()
     )
     if assignment is None:
         raise Http404("unknown trial")
     return _file_response(
-        stimulus_for_side(item=assignment.item, side=side, model_a_shown_left=assignment.model_a_shown_left)
+        request, stimulus_for_side(item=assignment.item, side=side, model_a_shown_left=assignment.model_a_shown_left)
     )
 
 
@@ -320,7 +343,7 @@ def practice_stimulus(request: HttpRequest, token: str, public_id: str, side: st
     choices = assignment_choices(
         study=participant.study, participant_token=participant.token, slot=f"practice-{public_id}", item=item
     )
-    return _file_response(stimulus_for_side(item=item, side=side, model_a_shown_left=choices.model_a_shown_left))
+    return _file_response(request, stimulus_for_side(item=item, side=side, model_a_shown_left=choices.model_a_shown_left))
 
 
 @require_GET
@@ -330,4 +353,4 @@ def example_stimulus(request: HttpRequest, slug: str, public_id: str, side: str)
         Item.objects.select_related("stimulus_a", "stimulus_b"),
         study__slug=slug, role=Item.Role.PRACTICE, public_id=public_id,
     )  # fmt: skip
-    return _file_response(stimulus_for_side(item=item, side=side, model_a_shown_left=True))
+    return _file_response(request, stimulus_for_side(item=item, side=side, model_a_shown_left=True))

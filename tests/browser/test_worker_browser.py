@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -65,7 +66,9 @@ def _answer_trials(driver, artifacts: Path, name: str, comment: str = "") -> int
             form.find_element(By.CSS_SELECTOR, "button[data-key='2']").click()  # touch/click answer
         else:
             driver.find_element(By.TAG_NAME, "body").send_keys("1")  # keyboard answer
-        WebDriverWait(driver, 15).until(EC.staleness_of(form))
+        # While the next page replaces this one, chromedriver may report the old node as
+        # "not belonging to the document" instead of stale: keep polling until it is stale.
+        WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(EC.staleness_of(form))
         answered += 1
 
 

@@ -258,3 +258,27 @@ def test_one_judgment_query_budget(django_assert_max_num_queries):
         body = api.call("POST", "/api/v1/participant/trial", {"assignment": trial["token"], "choice": 0}).json()
     assert body["outcome"] == "recorded"
     assert body["state"] == {"stage": "trial", "answered": 2, "planned": 10}
+
+
+def test_trial_image_is_cached_by_its_content_hash():
+    study = make_worker_study(n_main=4, n_catch=0, trials_per_participant=2)
+    api = Api()
+    api.token = enter(api, study).json()["participant_token"]
+    api.call("POST", "/api/v1/participant/consent", {"agree": True, "consent_version": study.consent_version})
+    pass_practice(api, study)
+    trial = api.call("GET", "/api/v1/participant/trial").json()["trial"]
+    url = trial["images"][0]["url"]
+    first = api.client.get(url)
+    sha = Assignment.objects.get(token=trial["token"]).item.stimulus_a.sha256
+    assert first.status_code == 200
+    assert first["ETag"] == f'"{sha}"'
+    assert first["Cache-Control"] == "private, max-age=31536000, immutable"
+    assert b"".join(first.streaming_content).startswith(b"\x89PNG")
+    again = api.client.get(url, HTTP_IF_NONE_MATCH=f'"other", "{sha}"')
+    assert again.status_code == 304
+    assert again.content == b""
+    stale = api.client.get(url, HTTP_IF_NONE_MATCH='"other"')
+    assert stale.status_code == 200
+    other = Api()
+    other_token = enter(other, study).json()["participant_token"]
+    assert api.client.get(url.replace(api.token, other_token), HTTP_IF_NONE_MATCH=f'"{sha}"').status_code == 404
