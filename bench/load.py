@@ -92,6 +92,44 @@ def _start_gunicorn(port: int, database_url: str, media: Path, workers: int, thr
     raise RuntimeError(f"gunicorn did not answer /healthz; see {log}")
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_sample(server_pgid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far: per gunicorn process (``g<pid>``) and PostgreSQL
+    backend (``p<pid>``), this process (``client``, the load generator), and the whole machine
+    (``machine``: busy time from ``/proc/stat``)."""
+    sample: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        if int(fields[2]) == server_pgid:
+            sample[f"g{entry}"] = used
+        elif comm.startswith("postgres"):
+            sample[f"p{entry}"] = used
+    times = os.times()
+    sample["client"] = times.user + times.system
+    cpu = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    sample["machine"] = (sum(cpu) - cpu[3] - cpu[4]) / _CLOCK_TICKS  # all but idle and iowait
+    return sample
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent between two samples, by group (processes that exited in between are lost)."""
+    used = {"gunicorn": 0.0, "postgres": 0.0, "client": 0.0, "machine": 0.0}
+    for name, value in after.items():
+        group = {"g": "gunicorn", "p": "postgres"}.get(name[0], name)
+        used[group] += value - before.get(name, 0.0)
+    return used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="50,200,500", help="concurrent simulated workers, comma-separated")
@@ -114,12 +152,15 @@ def main() -> None:
           f"{args.seconds:.0f} s per K")  # fmt: skip
     header = f"{'K':>4} {'judg/s':>7} {'req/s':>7} {'5xx':>4} {'429':>4} | endpoint p50/p95/p99 ms"
     print(header)
+    cpu_lines: list[str] = []
     try:
         for k in ks:
             config = CrowdConfig(base_url=f"http://127.0.0.1:{port}/", study_slug=slug, observer="random",
                                  workers=10**7, concurrency=k, time_limit_s=args.seconds, run_id=f"K{k}",
                                  flag_simulated=False, seed=k)  # fmt: skip
+            before = _cpu_sample(server.pid)
             report = crowd_run(config)
+            spent = _cpu_used(before, _cpu_sample(server.pid))
             stats = report.stats
             rejected = sum(n for (_, status), n in stats.statuses.items() if status == 429)
             cells = []
@@ -128,9 +169,19 @@ def main() -> None:
                 cells.append(f"{endpoint} {p50:.0f}/{p95:.0f}/{p99:.0f}")
             print(f"{k:>4} {report.judgments_per_s:>7.1f} {stats.requests / report.elapsed_s:>7.1f} "
                   f"{stats.server_errors:>4} {rejected:>4} | " + "  ".join(cells), flush=True)  # fmt: skip
+            used = {name: value / report.elapsed_s for name, value in spent.items()}
+            judgments = max(1, stats.judgments)
+            per_judgment = 1000 * (spent["gunicorn"] + spent["postgres"]) / judgments
+            other = used["machine"] - used["gunicorn"] - used["postgres"] - used["client"]
+            cpu_lines.append(f"{k:>4} cores busy: gunicorn {used['gunicorn']:.2f}  postgres {used['postgres']:.2f}  "
+                             f"load generator {used['client']:.2f}  other processes {max(other, 0):.2f}  "
+                             f"(machine {used['machine']:.2f} of {os.cpu_count()}); server CPU per judgment "
+                             f"{per_judgment:.1f} ms (gunicorn + PostgreSQL, all endpoints)")  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+    print("CPU per second of run (cores busy; PostgreSQL counts every backend on the cluster):")
+    print("\n".join(cpu_lines))
     print(f"(gunicorn log: {work / 'gunicorn.log'})")
 
 

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -123,26 +123,76 @@ def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
     """Reserve one quota slot on the best free main item, or ``None`` when none is left.
 
     Must run inside a transaction. Retries while every free candidate is locked by others.
+    On PostgreSQL the pick (``FOR UPDATE SKIP LOCKED``) and the conditional increment are one
+    statement (:func:`_take_main_slot_pg`); elsewhere two ORM queries.
     """
     pause = LOCKED_BACKOFF_S
+    postgres = connection.vendor == "postgresql"
     for _ in range(LOCKED_RETRIES):
-        candidates = _candidates(study=study, participant=participant, role=Item.Role.MAIN)
-        item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
-        if item is not None:
-            took = (
-                Item.objects.filter(pk=item.pk)
-                .annotate(in_use=F("n_answered") + F("n_leased"))
-                .filter(in_use__lt=study.judgments_per_item)
-                .update(n_leased=F("n_leased") + 1)
-            )
-            if took:
+        if postgres:
+            item = _take_main_slot_pg(study=study, participant=participant)
+            if item is not None:
                 return item
-            continue
-        if not candidates.exists():  # nothing free at all (not merely locked)
-            return None
+        else:
+            candidates = _candidates(study=study, participant=participant, role=Item.Role.MAIN)
+            item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+            if item is not None:
+                took = (
+                    Item.objects.filter(pk=item.pk)
+                    .annotate(in_use=F("n_answered") + F("n_leased"))
+                    .filter(in_use__lt=study.judgments_per_item)
+                    .update(n_leased=F("n_leased") + 1)
+                )
+                if took:
+                    return item
+                continue
+        if not _candidates(study=study, participant=participant, role=Item.Role.MAIN).exists():
+            return None  # nothing free at all (not merely locked)
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
     return None
+
+
+def _item_from_row(row: tuple) -> Item:  # type: ignore[type-arg]
+    """An ``Item`` from a raw row in ``concrete_fields`` order, with each field's DB converter applied."""
+    fields = Item._meta.concrete_fields
+    values = [
+        f.from_db_value(value, None, connection) if hasattr(f, "from_db_value") else value
+        for f, value in zip(fields, row, strict=True)
+    ]
+    return Item.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None:
+    """One statement: lock the best free candidate (skipping rows others hold) and take its slot.
+
+    The same rule as the ORM path: candidates are the study's main items with
+    ``n_answered + n_leased < judgments_per_item`` that this participant does not hold,
+    ordered by slots in use, ``tie_rank``, id; the increment re-checks the quota.
+    Returns the item as it is after the increment, or ``None`` (none free, or all locked).
+    """
+    columns = ", ".join(f'i."{f.column}"' for f in Item._meta.concrete_fields)
+    item_table, assignment_table = Item._meta.db_table, Assignment._meta.db_table
+    sql = f"""
+        UPDATE "{item_table}" AS i SET "n_leased" = i."n_leased" + 1
+        FROM (
+            SELECT c."id" FROM "{item_table}" AS c
+            WHERE c."study_id" = %s AND c."role" = %s AND c."n_answered" + c."n_leased" < %s
+              AND NOT EXISTS (
+                  SELECT 1 FROM "{assignment_table}" AS a WHERE a."item_id" = c."id" AND a."participant_id" = %s
+              )
+            ORDER BY c."n_answered" + c."n_leased", c."tie_rank", c."id"
+            LIMIT 1
+            FOR UPDATE OF c SKIP LOCKED
+        ) AS pick
+        WHERE i."id" = pick."id" AND i."n_answered" + i."n_leased" < %s
+        RETURNING {columns}
+    """  # table and column names come from the model; every value is a parameter
+    quota = study.judgments_per_item
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [study.pk, Item.Role.MAIN, quota, participant.pk, quota])
+        row = cursor.fetchone()
+    return None if row is None else _item_from_row(row)
 
 
 def _take_catch_item(*, study: Study, participant: Participant, slot: int) -> Item | None:
