@@ -98,8 +98,10 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Concurrent demo readers/writers on SQLite: wait instead of failing on a locked database.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Concurrent demo participants on SQLite: take the write lock when a transaction starts
+    # (a deferred one that reads first cannot upgrade while another writes: "database is locked"),
+    # and wait for it rather than fail.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -117,7 +117,8 @@ def _check_items(report: AuditReport, study: Study) -> None:
                                 f"> judgments_per_item={quota}")  # fmt: skip
         if item.n_answered != item.actual_answered:
             report.add("counters", f"{name} says n_answered={item.n_answered} but has {item.actual_answered} answered")
-        if item.n_leased != item.actual_leased:
+        # Only main items have a quota, so allocation counts open leases on main items only.
+        if item.role == Item.Role.MAIN and item.n_leased != item.actual_leased:
             report.add("counters", f"{name} says n_leased={item.n_leased} but has {item.actual_leased} open leases")
 
 

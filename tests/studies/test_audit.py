@@ -153,3 +153,15 @@ def test_command_unknown_study_is_a_clear_error() -> None:
 
     with pytest.raises(CommandError, match="no-such-study"):
         call_command("audit_study", "no-such-study")
+
+
+def test_open_lease_on_a_catch_item_is_not_a_counter_problem(answered_study: Study) -> None:
+    """Catch items have no quota, so allocation leaves their ``n_leased`` alone."""
+    main = answered_study.items.order_by("pk").first()
+    catch = Item.objects.create(study=answered_study, role=Item.Role.CATCH, method="catch_box", image=main.image,
+                                target_class=main.target_class, options=main.options, correct_option=0,
+                                stimulus_a=main.stimulus_a)  # fmt: skip
+    Assignment.objects.create(participant=_participant(answered_study, "w9"), item=catch, position=0,
+                              option_order=[0, 1], expires_at=timezone.now() + timedelta(minutes=10))  # fmt: skip
+    report = study_audit(study_id=answered_study.pk)
+    assert report.ok, report.problems
