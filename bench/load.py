@@ -172,15 +172,17 @@ def main() -> None:
             used = {name: value / report.elapsed_s for name, value in spent.items()}
             judgments = max(1, stats.judgments)
             per_judgment = 1000 * (spent["gunicorn"] + spent["postgres"]) / judgments
+            per_request = 1000 * (spent["gunicorn"] + spent["postgres"]) / max(1, stats.requests)
             other = used["machine"] - used["gunicorn"] - used["postgres"] - used["client"]
             cpu_lines.append(f"{k:>4} cores busy: gunicorn {used['gunicorn']:.2f}  postgres {used['postgres']:.2f}  "
                              f"load generator {used['client']:.2f}  other processes {max(other, 0):.2f}  "
                              f"(machine {used['machine']:.2f} of {os.cpu_count()}); server CPU per judgment "
-                             f"{per_judgment:.1f} ms (gunicorn + PostgreSQL, all endpoints)")  # fmt: skip
+                             f"{per_judgment:.1f} ms, per request {per_request:.1f} ms")  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    print("CPU per second of run (cores busy; PostgreSQL counts every backend on the cluster):")
+    print("CPU per second of run (cores busy; PostgreSQL counts every backend on the cluster); server CPU")
+    print("= gunicorn + PostgreSQL, all endpoints (entry, consent, ... included) over judgments / requests:")
     print("\n".join(cpu_lines))
     print(f"(gunicorn log: {work / 'gunicorn.log'})")
 
