@@ -92,7 +92,8 @@ def test_query_count_does_not_grow_with_the_judgments(staff_client, django_asser
             assert staff_client.get(reverse("studies:results", args=[study.slug])).status_code == 200
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1]
-    assert counts[1] <= 10
+    # A small constant: on PostgreSQL the COPY loader adds its SET LOCAL work_mem/jit statements.
+    assert counts[1] <= 12
 
 
 def test_plots_render_png_and_svg(staff_client, study):
