@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from studies import models
 from studies.services.importers import (
@@ -315,7 +316,7 @@ class StudyAdmin(admin.ModelAdmin):
             )
             for row in rows
         )
-        return format_html("<table>{}{}</table>", format_html(header), format_html(body))
+        return format_html("<table>{}{}</table>", mark_safe(header), mark_safe(body))  # header is a literal; body rows are escaped by format_html
 
 
 @admin.register(models.Stimulus)
