@@ -183,18 +183,3 @@ def study_audit(*, study_id: int, check_files: bool = True) -> AuditReport:
         _check_stimuli(report, study)
     return report
 
-
-def study_lookup(*, key: str) -> Study:
-    """Find a study by primary key, slug or exact name (for command-line arguments).
-
-    Raises:
-        Study.DoesNotExist: nothing matches; ``Study.MultipleObjectsReturned`` if a name is ambiguous.
-    """
-    if key.isdigit():
-        found = Study.objects.filter(pk=int(key)).first()
-        if found:
-            return found
-    found = Study.objects.filter(slug=key).first()
-    if found:
-        return found
-    return Study.objects.get(name=key)

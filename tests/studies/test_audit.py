@@ -142,7 +142,7 @@ def test_command_exits_nonzero_and_names_problems(answered_study: Study, capsys:
 
 
 def test_lookup_by_pk_slug_and_name(answered_study: Study) -> None:
-    from studies.services.audit import study_lookup
+    from studies.selectors.studies import study_lookup
 
     for key in (str(answered_study.pk), answered_study.slug, answered_study.name):
         assert study_lookup(key=key) == answered_study
@@ -165,3 +165,11 @@ def test_open_lease_on_a_catch_item_is_not_a_counter_problem(answered_study: Stu
                               option_order=[0, 1], expires_at=timezone.now() + timedelta(minutes=10))  # fmt: skip
     report = study_audit(study_id=answered_study.pk)
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("command", ["audit_study", "prepare_study", "evaluate_study", "export_study", "simulate_crowd"])
+def test_every_study_command_names_an_unknown_study(command: str) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"no study matches 'no-such-study'"):
+        call_command(command, "no-such-study")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from studies.models import Study
-from studies.services.audit import study_audit, study_lookup
+from studies.management.arguments import study_argument
+from studies.services.audit import study_audit
 
 
 class Command(BaseCommand):
@@ -21,10 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--skip-files", action="store_true", help="do not re-hash stimulus files")
 
     def handle(self, *args: object, **options: object) -> None:
-        try:
-            study = study_lookup(key=str(options["study"]))
-        except (Study.DoesNotExist, Study.MultipleObjectsReturned) as exc:
-            raise CommandError(f"study {options['study']!r}: {exc}") from exc
+        study = study_argument(str(options["study"]))
         report = study_audit(study_id=study.pk, check_files=not options["skip_files"])
         for problem in report.problems:
             self.stderr.write(str(problem))

@@ -10,7 +10,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from studies.management.commands.prepare_study import _find
+from studies.management.arguments import study_argument
 from studies.models import Job
 from studies.services.evaluation import (
     EvaluationRefused,
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
 
     def handle(self, *args: object, **options: object) -> None:
-        study = _find(str(options["study"]))
+        study = study_argument(str(options["study"]))
         started = time.monotonic()
         try:
             if options["queue"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from studies.exports import EXPORT_KINDS, csv_lines, export_rows
-from studies.models import Study
+from studies.management.arguments import study_argument
 from studies.services.repro_pack import study_repro_pack_write
 
 
@@ -17,19 +17,14 @@ class Command(BaseCommand):
     help = "Export a study's judgments, statistics, MTurk/Prolific lists or its reproducibility pack."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("study", help="study slug or numeric id")
+        parser.add_argument("study", help="study id, slug or exact name")
         parser.add_argument("--kind", default="tidy", choices=[*EXPORT_KINDS, "pack"])
         parser.add_argument("--output", "-o", help="file to write (default: standard output; required for pack)")
         parser.add_argument("--exclude-simulated", action="store_true", help="leave simulated observers out of statistics")
         parser.add_argument("--bonus", default="0", help="bonus per approved participant (payment lists)")
 
     def handle(self, *args: object, **options: object) -> None:
-        ref = str(options["study"])
-        study = Study.objects.filter(slug=ref).first() or (
-            Study.objects.filter(pk=int(ref)).first() if ref.isdigit() else None
-        )
-        if study is None:
-            raise CommandError(f"no study with slug or id {ref!r}")
+        study = study_argument(str(options["study"]))
         kind = str(options["kind"])
         output = options["output"]
         include_simulated = not options["exclude_simulated"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from studies.models import Job, Study
+from studies.management.arguments import study_argument
+from studies.models import Job
 from studies.services.plan import PrepareInputError
 from studies.services.prepare import (
     PrepareRefused,
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         group.add_argument("--cancel", action="store_true", help="cancel the running prepare job")
 
     def handle(self, *args: object, **options: object) -> None:
-        study = _find(str(options["study"]))
+        study = study_argument(str(options["study"]))
         latest = study.jobs.filter(kind=Job.Kind.PREPARE).order_by("-created_at").first()
         try:
             if options["cancel"]:
@@ -49,12 +50,3 @@ class Command(BaseCommand):
         if job.status == Job.Status.FAILED:
             raise CommandError(job.error)
 
-
-def _find(text: str) -> Study:
-    query = Study.objects.filter(slug=text) | Study.objects.filter(name=text)
-    if text.isdigit():
-        query = query | Study.objects.filter(pk=int(text))
-    found = list(query.distinct()[:2])
-    if len(found) != 1:
-        raise CommandError(f"{'no' if not found else 'more than one'} study matches {text!r}")
-    return found[0]

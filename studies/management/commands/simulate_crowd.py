@@ -8,8 +8,9 @@ from contextlib import ExitStack
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test.utils import override_settings
 
+from studies.management.arguments import study_argument
 from studies.models import Study
-from studies.services.audit import study_audit, study_lookup
+from studies.services.audit import study_audit
 from studies.simulation.crowd import CrowdConfig, crowd_run, wsgi_server_running
 from studies.simulation.observers import OBSERVERS
 
@@ -35,10 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-audit", action="store_true", help="skip audit_study afterwards")
 
     def handle(self, *args: object, **options: object) -> None:
-        try:
-            study = study_lookup(key=str(options["study"]))
-        except (Study.DoesNotExist, Study.MultipleObjectsReturned) as exc:
-            raise CommandError(f"study {options['study']!r}: {exc}") from exc
+        study = study_argument(str(options["study"]))
         workers, concurrency = int(options["workers"]), int(options["concurrency"])  # type: ignore[arg-type]
         if not 1 <= workers <= 100_000 or not 1 <= concurrency <= 1000:
             raise CommandError("--workers must be 1..100000 and --concurrency 1..1000")
