@@ -196,12 +196,16 @@ def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None
 
 
 def _take_catch_item(*, study: Study, participant: Participant, slot: int) -> Item | None:
-    """A catch item this participant has not seen, chosen by the seeded generator."""
-    ids = list(_candidates(study=study, participant=participant, role=Item.Role.CATCH).values_list("id", flat=True))
-    if not ids:
+    """A catch item this participant has not seen, chosen by the seeded generator (one query).
+
+    A study has few catch items, so the unseen ones are read whole and the generator picks
+    among them in ``(tie_rank, id)`` order.
+    """
+    unseen = list(_candidates(study=study, participant=participant, role=Item.Role.CATCH))
+    if not unseen:
         return None
     rng = slot_rng(seed=study.seed, participant_token=participant.token, label=f"catch{slot}")
-    return Item.objects.get(pk=rng.choice(ids))
+    return rng.choice(unseen)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -21,10 +21,32 @@ def _wait(driver, css: str, timeout: float = 15):  # type: ignore[no-untyped-def
     return WebDriverWait(driver, timeout).until(EC.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
+def _replaced(element):  # type: ignore[no-untyped-def]
+    """A wait condition: true once ``element`` has left the document (the next page replaced it).
+
+    While a navigation swaps the document, chromedriver may answer "Node with given id does not
+    belong to the document" (a plain ``WebDriverException``) instead of a stale-element error;
+    both mean the node is gone. Any other error is raised.
+    """
+
+    def gone(_driver) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as error:
+            if "does not belong to the document" in str(error):
+                return True
+            raise
+        return False
+
+    return gone
+
+
 def _click_and_wait(driver, css: str) -> None:  # type: ignore[no-untyped-def]
     element = _wait(driver, css)
     element.click()
-    WebDriverWait(driver, 15).until(EC.staleness_of(element))
+    WebDriverWait(driver, 15).until(_replaced(element))
 
 
 def _do_practice(driver, study: Study) -> None:  # type: ignore[no-untyped-def]
@@ -66,9 +88,7 @@ def _answer_trials(driver, artifacts: Path, name: str, comment: str = "") -> int
             form.find_element(By.CSS_SELECTOR, "button[data-key='2']").click()  # touch/click answer
         else:
             driver.find_element(By.TAG_NAME, "body").send_keys("1")  # keyboard answer
-        # While the next page replaces this one, chromedriver may report the old node as
-        # "not belonging to the document" instead of stale: keep polling until it is stale.
-        WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(EC.staleness_of(form))
+        WebDriverWait(driver, 15).until(_replaced(form))
         answered += 1
 
 

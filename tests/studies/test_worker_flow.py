@@ -371,7 +371,7 @@ def test_trial_get_and_post_query_budget(client, django_assert_max_num_queries, 
     token = token_from(enter(client, study))
     consent_and_practice(client, study, token)
     home = reverse("studies:worker-home", args=[token])
-    with django_assert_max_num_queries(13):  # first view: allocates the trial and one ahead (one a catch)
+    with django_assert_max_num_queries(13):  # first view: allocates the trial and one ahead (a catch or a main item: 2 queries either way)
         client.get(home)
     with django_assert_max_num_queries(6):  # a reload: nothing to allocate
         client.get(home)
