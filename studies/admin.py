@@ -363,7 +363,8 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ("study", "kind", "status", "stage", "job_progress", "short_error", "created_at", "finished_at")
     list_filter = ("kind", "status")
     list_select_related = ("study",)
-    readonly_fields = ("public_id", "job_progress", "created_at", "started_at", "updated_at", "finished_at")
+    readonly_fields = ("public_id", "job_progress", "chunk_attempts", "created_at", "started_at", "updated_at",
+                       "finished_at")
     actions = ("cancel_jobs", "resume_jobs")
 
     @admin.display(description="progress (done/total, rate, ETA)")

@@ -427,6 +427,11 @@ class Job(models.Model):
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    chunk_attempts = models.JSONField(
+        default=dict, blank=True,
+        help_text="prepare jobs: times each chunk was started ('<model id>:<image ids>' -> count); "
+                  "a chunk started more than XAISTUDY_CHUNK_MAX_ATTEMPTS times fails the job",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

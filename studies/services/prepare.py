@@ -22,6 +22,17 @@ by :func:`job_resume` (admin "resume", ``manage.py prepare_study --resume``, or 
 ``prepare_sweep`` task for jobs without progress for a while). Every write is idempotent, so a
 chunk that runs twice changes nothing the second time.
 
+Poisoned chunks: a chunk whose computation kills its worker every time (out of memory, a
+segfault in a native kernel) would be redelivered forever. Each start of a chunk's computation
+is therefore counted in ``Job.chunk_attempts`` in its own committed transaction *before* the
+heavy work (:func:`chunk_attempt_start`), so a worker killed right after still counts. Rule:
+with ``limit = settings.XAISTUDY_CHUNK_MAX_ATTEMPTS`` (default 3), start number ``limit + 1``
+computes nothing and fails the job with a message naming the chunk (model, images, items,
+methods) and the attempt count; later deliveries find the job failed and do nothing. A chunk
+whose stimuli all exist already is linked without counting (nothing heavy runs). Resuming a
+failed or cancelled job (a deliberate act: admin, ``prepare_study --resume``) starts the counts
+afresh; the sweep's resume of a stalled, still active job keeps them.
+
 Bad input (:class:`~studies.services.plan.PrepareInputError`) fails the job with its message
 and sets the study to ``failed``; fixing the input and preparing again starts a new job.
 """
@@ -35,11 +46,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from studies.models import Image, Item, Job, Prediction, Stimulus, Study
+from studies.models import ClassifierModel, Image, Item, Job, Prediction, Stimulus, Study
 from studies.services.plan import (
     CATCH_BACKGROUND,
     CATCH_BOX,
@@ -63,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 STALL_AFTER = timedelta(minutes=10)
+DEFAULT_CHUNK_MAX_ATTEMPTS = 3
 
 
 class PrepareRefused(ValueError):
@@ -126,9 +139,13 @@ def job_resume(*, job_id: int, enqueue: bool = True) -> Job:
         for stale in other:
             stale.status, stale.finished_at, stale.stage = Job.Status.CANCELLED, timezone.now(), "superseded"
             stale.save(update_fields=["status", "finished_at", "stage", "updated_at"])
+        fields = ["status", "error", "finished_at", "stage", "updated_at"]
+        if job.status in (Job.Status.FAILED, Job.Status.CANCELLED):
+            job.chunk_attempts = {}  # a deliberate resume gives every chunk its attempts again
+            fields.append("chunk_attempts")
         job.status, job.error, job.finished_at = Job.Status.PENDING, "", None
         job.stage = "resumed"
-        job.save(update_fields=["status", "error", "finished_at", "stage", "updated_at"])
+        job.save(update_fields=fields)
         Study.objects.filter(pk=job.study_id).update(status=Study.Status.PREPARING)
         if enqueue:
             transaction.on_commit(functools.partial(_enqueue_predict, job.pk))
@@ -318,6 +335,13 @@ def prepare_chunk_stage(*, job_id: int, model_id: int, image_ids: list[int]) -> 
         job_finish_if_complete(job_id=job_id)
         return 0
     model = next(m for m in study_models(study) if m.pk == model_id)
+    attempt = chunk_attempt_start(job_id=job_id, chunk=chunk)
+    if attempt is None:  # cancelled or failed meanwhile
+        return None
+    limit = chunk_max_attempts()
+    if attempt > limit:
+        job_fail(job_id=job_id, message=_poisoned_message(model=model, chunk=chunk, slots=slots, attempts=limit))
+        return None
     images = {image.pk: image for image in Image.objects.filter(pk__in=image_ids)}
     size = display_size(study)
     explained = [s for s in slots if not s.key.method.startswith("catch_")]
@@ -350,6 +374,52 @@ def prepare_chunk_stage(*, job_id: int, model_id: int, image_ids: list[int]) -> 
     items_link(study, links)
     job_finish_if_complete(job_id=job_id)
     return created
+
+
+def chunk_max_attempts() -> int:
+    """How many times a chunk may start before it fails its job (``XAISTUDY_CHUNK_MAX_ATTEMPTS``, >= 1)."""
+    return max(1, int(getattr(settings, "XAISTUDY_CHUNK_MAX_ATTEMPTS", DEFAULT_CHUNK_MAX_ATTEMPTS)))
+
+
+def chunk_key(chunk: Chunk) -> str:
+    """The chunk's key in ``Job.chunk_attempts``: ``"<model id>:<image id>,<image id>,..."``."""
+    return f"{chunk.model_id}:{','.join(str(i) for i in chunk.image_ids)}"
+
+
+def chunk_attempt_start(*, job_id: int, chunk: Chunk) -> int | None:
+    """Count one more start of ``chunk`` and return the count (None if the job is no longer active).
+
+    Runs in its own transaction, committed before the caller does any heavy work, so that a
+    worker killed during the computation leaves the attempt counted. (Inside an outer atomic
+    block, as in a non-transactional test, it is only a savepoint.) The job row is locked, so
+    concurrent chunks of one job never lose each other's counts.
+    """
+    key = chunk_key(chunk)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.status not in ACTIVE:
+            return None
+        attempts = dict(job.chunk_attempts or {})
+        attempts[key] = int(attempts.get(key, 0)) + 1
+        job.chunk_attempts = attempts
+        job.save(update_fields=["chunk_attempts", "updated_at"])
+    return attempts[key]
+
+
+def _poisoned_message(*, model: ClassifierModel, chunk: Chunk, slots: list[Slot], attempts: int) -> str:
+    items = len({s.item_id for s in slots})
+    methods = list(dict.fromkeys(s.key.method for s in slots))
+    names = dict(Image.objects.filter(pk__in=chunk.image_ids).values_list("pk", "original_name"))
+    images = ", ".join(f"{i} ({names.get(i, '?')})" for i in chunk.image_ids)
+    return (
+        f"chunk {chunk_key(chunk)} of model {model.name!r} "
+        f"({len(chunk.image_ids)} images, {items} items, {len(methods)} methods, {len(slots)} stimuli) "
+        f"was started {attempts} times and never finished; not computed again\n"
+        f"Its worker was lost on every attempt (killed, e.g. out of memory, or crashed), so the chunk is "
+        f"given up after XAISTUDY_CHUNK_MAX_ATTEMPTS={attempts}. Images: {images}. Methods: {', '.join(methods)}. "
+        f"Lower explainer_options['chunk_size'] or give the gpu worker more memory, then resume the job "
+        f"(a resume starts the counts afresh)."
+    )
 
 
 def _existing(slot: Slot) -> Stimulus | None:

@@ -175,3 +175,44 @@ def test_broken_inputs_fail_with_their_message(celery_worker_process, services_m
     job = _wait(study_prepare(study_id=layer.pk), _finished)
     assert job.status == Job.Status.DONE, job.error
     assert Study.objects.get(pk=layer.pk).status == Study.Status.READY
+
+
+def test_chunk_that_always_kills_its_worker_fails_the_job(celery_worker_process, services_media: Path) -> None:
+    """A chunk whose pool child is SIGKILLed on every attempt (a chunk that always runs out of memory).
+
+    Each attempt is counted in the database before the heavy work, so the test can kill the child
+    while the chunk computes; after the default cap of 3 attempts the fourth delivery computes
+    nothing and fails the job with a message naming the chunk.
+    """
+    import os
+    import signal
+
+    from studies.services.plan import study_chunks
+    from studies.services.prepare import DEFAULT_CHUNK_MAX_ATTEMPTS, chunk_key
+
+    study = _study("poison", n_images=1, chunk_size=1)
+    # one image and one chunk; SmoothGrad with many samples keeps the chunk busy for seconds
+    Study.objects.filter(pk=study.pk).update(methods=["smoothgrad"], explainer_options={
+        "display_size": 64, "chunk_size": 1, "smoothgrad": {"samples": 4000, "batch_size": 50}})
+    job = study_prepare(study_id=study.pk)
+    parent = celery_worker_process.process.pid
+    key = None
+    for attempt in range(1, DEFAULT_CHUNK_MAX_ATTEMPTS + 1):
+        job = _wait(job, lambda j, n=attempt: len(j.chunk_attempts) == 1 and max(j.chunk_attempts.values()) >= n
+                    or _finished(j), timeout=120)
+        assert job.status == Job.Status.RUNNING, job.error
+        assert list(job.chunk_attempts.values()) == [attempt], "the chunk finished or was counted twice"
+        key = next(iter(job.chunk_attempts))
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGKILL)
+    job = _wait(job, _finished)
+    assert job.status == Job.Status.FAILED
+    assert job.chunk_attempts == {key: DEFAULT_CHUNK_MAX_ATTEMPTS + 1}
+    [chunk] = study_chunks(study, only_missing=False)
+    assert key == chunk_key(chunk)
+    first = job.error.splitlines()[0]
+    assert first.startswith(f"chunk {key} of model 'poison' (1 images, ")
+    assert first.endswith(f"was started {DEFAULT_CHUNK_MAX_ATTEMPTS} times and never finished; not computed again")
+    assert Study.objects.get(pk=study.pk).status == Study.Status.FAILED
+    assert not Stimulus.objects.filter(model=study.model, method="smoothgrad").exists()

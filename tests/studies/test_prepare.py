@@ -16,6 +16,7 @@ import pytest
 import torch
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils.html import escape
 from PIL import Image as PILImage
 
 from studies.models import ClassifierModel, Image, Item, Job, ModelPair, Prediction, Stimulus, Study
@@ -258,3 +259,76 @@ def test_web_modules_do_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "xaistudy.settings"})
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+class WorkerLost(BaseException):
+    """Stands in for SIGKILL: not an ``Exception``, so no handler in the stage runs after it."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_poisoned_chunk_is_given_up_after_the_attempt_cap(discrimination: Study, settings, staff_client,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk that kills its worker every time: deliveries 1..N count and die, N+1 fails the job."""
+    from studies.services import explain_runner
+    from studies.services.prepare import chunk_key, prepare_plan_stage, prepare_predict_stage
+    from studies.tasks import gpu_prepare_chunk
+
+    settings.XAISTUDY_CHUNK_MAX_ATTEMPTS = 2
+    job = study_prepare(study_id=discrimination.pk, enqueue=False)
+    assert prepare_predict_stage(job_id=job.pk)
+    chunks = prepare_plan_stage(job_id=job.pk)
+    poisoned = chunks[0]
+    assert len(poisoned.image_ids) == 2
+    key = chunk_key(poisoned)
+    real_explain = explain_runner.explain_chunk
+    calls: list[int] = []
+
+    def dies(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        raise WorkerLost
+
+    monkeypatch.setattr(explain_runner, "explain_chunk", dies)
+    for attempt in (1, 2):  # each delivery the way Celery redelivers it: the task entry point, same arguments
+        with pytest.raises(WorkerLost):
+            gpu_prepare_chunk(job.pk, poisoned.model_id, list(poisoned.image_ids))
+        job.refresh_from_db()  # committed before the heavy work, so the "crash" did not roll it back
+        assert job.chunk_attempts == {key: attempt}
+        assert job.status == Job.Status.RUNNING
+    assert len(calls) == 2
+
+    assert gpu_prepare_chunk(job.pk, poisoned.model_id, list(poisoned.image_ids)) == 0  # delivery N+1
+    assert len(calls) == 2  # not computed again
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert job.chunk_attempts == {key: 3}
+    first_line = job.error.splitlines()[0]
+    items = discrimination.items.filter(image_id__in=poisoned.image_ids)
+    n_methods = len(set(items.values_list("method", flat=True)))  # gradcam, guided_backprop (+ catch_box)
+    assert items.count() >= 2 * 2 * len(METHODS)
+    assert first_line == (f"chunk {key} of model 'm' (2 images, {items.count()} items, {n_methods} methods, "
+                          f"{items.count()} stimuli) was started 2 times and never finished; not computed again")
+    assert "XAISTUDY_CHUNK_MAX_ATTEMPTS=2" in job.error
+    discrimination.refresh_from_db()
+    assert discrimination.status == Study.Status.FAILED
+    assert not Stimulus.objects.filter(image_id__in=poisoned.image_ids).exclude(method=CATCH_BOX).exists()
+
+    assert gpu_prepare_chunk(job.pk, poisoned.model_id, list(poisoned.image_ids)) == 0  # a later redelivery
+    job.refresh_from_db()
+    assert len(calls) == 2
+    assert job.chunk_attempts == {key: 3}
+
+    page = staff_client.get("/admin/studies/job/")  # the job list shows the first line of the error
+    assert escape(first_line[:160]) in page.content.decode()
+    page = staff_client.get(f"/admin/studies/study/{discrimination.pk}/change/")  # the study's job inline
+    assert escape(first_line) in page.content.decode()
+
+    # the cause fixed (here: the computation works again), a deliberate resume starts the counts afresh
+    monkeypatch.setattr(explain_runner, "explain_chunk", real_explain)
+    job = job_resume(job_id=job.pk, enqueue=False)
+    assert job.chunk_attempts == {}
+    assert prepare_predict_stage(job_id=job.pk)
+    for chunk in prepare_plan_stage(job_id=job.pk):
+        gpu_prepare_chunk(job.pk, chunk.model_id, list(chunk.image_ids))
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE, job.error
+    assert job.chunk_attempts == {key: 1, chunk_key(chunks[1]): 1}
