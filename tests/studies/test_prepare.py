@@ -332,3 +332,48 @@ def test_poisoned_chunk_is_given_up_after_the_attempt_cap(discrimination: Study,
     job.refresh_from_db()
     assert job.status == Job.Status.DONE, job.error
     assert job.chunk_attempts == {key: 1, chunk_key(chunks[1]): 1}
+
+
+def _png_layout(data: bytes) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """IHDR fields (width, height, bit depth, colour type, compression, filter, interlace) and chunk types."""
+    import struct
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, ihdr, kinds = 8, (), []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8].decode("ascii")
+        if kind == "IHDR":
+            ihdr = struct.unpack(">IIBBBBB", data[pos + 8:pos + 8 + length])
+        if not kinds or kinds[-1] != kind:
+            kinds.append(kind)
+        pos += 12 + length
+    return ihdr, tuple(kinds)
+
+
+def test_stimuli_do_not_betray_their_method_by_file_properties(tmp_path: Path) -> None:
+    """Every method's PNG of one image (and the catch render) has the same size, mode and PNG layout.
+
+    A worker must tell methods apart only by the heatmap: no pixel size, colour mode, bit depth,
+    interlacing or metadata chunk may differ by method. The display size (96) differs from the
+    model input (64) so that both render paths (gradient-space and CAM overlay) resize.
+    """
+    from explainers.registry import METHODS as ALL_METHODS
+
+    study = Study.objects.create(
+        name="every-method", kind=Study.Kind.CLASS_DISCRIMINATION, model=_model("every", 0, tmp_path),
+        image_set=_image_set(1, name="one"), methods=list(ALL_METHODS), catch_trials=1, practice_trials=1, seed=1,
+        explainer_options={"display_size": 96, "rise": {"masks": 200}, "occlusion": {"window": 16, "stride": 8}},
+    )
+    job = prepare_inline(study_id=study.pk)
+    assert job.status == Job.Status.DONE, job.error
+    [image] = study.image_set.images.all()
+    stimuli = Stimulus.objects.filter(image=image)  # both categories' maps of every method, and the catch box
+    methods = set(stimuli.values_list("method", flat=True))
+    assert methods == {*ALL_METHODS, CATCH_BOX}
+    seen = {}
+    for row in stimuli:
+        data = default_storage.open(row.file.name).read()
+        picture = PILImage.open(io.BytesIO(data))
+        seen[row.method] = (picture.size, picture.mode, _png_layout(data), tuple(sorted(picture.info)))
+    assert set(seen.values()) == {((96, 96), "RGB", ((96, 96, 8, 2, 0, 0, 0), ("IHDR", "IDAT", "IEND")), ())}, seen
