@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import models as db_models
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -24,6 +25,10 @@ from studies.services.importers import (
     records_from_folder,
     zip_extract,
 )
+
+#: URL form fields keep Django 5's scheme for bare domains ("example.org/x" -> "http://example.org/x")
+#: stated explicitly, which silences RemovedInDjango60Warning (Django 6 would assume https).
+URL_FIELD_OVERRIDES: dict[type, dict[str, object]] = {db_models.URLField: {"assume_scheme": "http"}}
 
 
 @admin.register(models.ClassifierModel)
@@ -169,6 +174,7 @@ class ExcludedWorkerInline(admin.TabularInline):
 
 @admin.register(models.Study)
 class StudyAdmin(admin.ModelAdmin):
+    formfield_overrides = URL_FIELD_OVERRIDES
     list_display = ("name", "kind", "status", "platform", "n_methods", "progress", "created_at")
     list_filter = ("kind", "status", "platform")
     search_fields = ("name", "slug")
@@ -347,6 +353,7 @@ class ItemAdmin(admin.ModelAdmin):
 
 @admin.register(models.Participant)
 class ParticipantAdmin(admin.ModelAdmin):
+    formfield_overrides = URL_FIELD_OVERRIDES
     list_display = ("study", "platform", "worker_hash_short", "status", "is_simulated", "started_at", "completed_at")
     list_filter = ("platform", "status", "is_simulated", "study")
     search_fields = ("platform_worker_id", "worker_hash", "mturk_assignment_id", "prolific_session_id")
