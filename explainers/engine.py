@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from explainers.fast import fast_model
 from explainers.layers import resolve_layer
 from explainers.methods.cam import CAM_FUNCTIONS, upsample
 from explainers.methods.common import (
@@ -91,24 +92,34 @@ def _method_options(name: str, options: Mapping[str, Mapping[str, Any]], functio
     return given
 
 
+def _cams_needed(names: Sequence[str]) -> list[str]:
+    """The CAM maps to compute: the requested ones, plus Grad-CAM for the products."""
+    cams = [n for n in names if METHODS[n].family == "cam"]
+    if any(n in _CAMS_FOR_PRODUCTS for n in names) and "gradcam" not in cams:
+        cams.append("gradcam")
+    return cams
+
+
 def _shared_pass(
     model: nn.Module,
     images: torch.Tensor,
     classes: torch.Tensor,
     names: list[str],
-    layer: str | nn.Module | None,
+    cam_layer: tuple[str, nn.Module] | None,
     autocast_dtype: torch.dtype | None,
     layer_maps: bool,
 ) -> dict[str, torch.Tensor]:
-    """One forward, one backward per (rule, target): every gradient/CAM/product map."""
+    """One forward, one backward per (rule, target): every gradient/CAM/product map.
+
+    ``cam_layer`` is the resolved ``(name, module)`` of the CAM layer, a module that ``model``
+    calls (``None`` when no CAM map is wanted).
+    """
     input_rules: list[Rule] = []
     for name in names:
         rule = _INPUT_RULE.get(name)
         if rule is not None and rule not in input_rules:
             input_rules.append(rule)
-    cams = [n for n in names if METHODS[n].family == "cam"]
-    if any(n in _CAMS_FOR_PRODUCTS for n in names) and "gradcam" not in cams:
-        cams.append("gradcam")
+    cams = _cams_needed(names)
     need_layer = bool(cams)
     cut = need_layer and not input_rules  # CAM only: no autograd before the layer
     backward_rules: list[Rule] = [r for r in ("plain", "guided", "deconvnet")
@@ -119,7 +130,8 @@ def _shared_pass(
     captured: dict[str, torch.Tensor] = {}
     handle = None
     if need_layer:
-        layer_name, module = resolve_layer(model, layer, example=images)
+        assert cam_layer is not None, "CAM maps need the resolved CAM layer"
+        layer_name, module = cam_layer
 
         def keep_activation(mod: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
             if not isinstance(output, torch.Tensor):
@@ -196,6 +208,7 @@ def explain(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     autocast_dtype: torch.dtype | None = None,
     layer_maps: bool = False,
+    fast: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Explain ``model``'s scores for ``targets`` on ``images`` with several methods.
 
@@ -220,6 +233,9 @@ def explain(
             (e.g. ``torch.bfloat16``); maps are still float32.
         layer_maps: also return ``"<cam>@layer"`` maps ``[B, (K,) h, w]`` at layer
             resolution for the requested CAM methods.
+        fast: run the passes on the cached fast copy of the model (BatchNorm folded into
+            its convolutions, channels-last; :mod:`explainers.fast`): the same maps up to
+            float rounding (~1e-6 relative). ``False`` runs the model exactly as given.
 
     Returns:
         ``{method: map}``; ``[B, (K,) C, H, W]`` signed for channel methods,
@@ -248,19 +264,22 @@ def explain(
     results: dict[str, torch.Tensor] = {}
     with model_session(model), grad_enabled_session():
         if shared:
-            results.update(_shared_pass(model, images, classes, shared, layer, autocast_dtype, layer_maps))
+            cam_layer = resolve_layer(model, layer, example=images) if _cams_needed(shared) else None
+            runner = fast_model(model, keep=cam_layer[1] if cam_layer else None) if fast else model
+            results.update(_shared_pass(runner, images, classes, shared, cam_layer, autocast_dtype, layer_maps))
+        runner = fast_model(model) if fast else model
         for name in names:
             if name in _SAMPLED:
                 results[name] = torch.stack([
-                    _SAMPLED[name](model, images, classes[:, k], autocast_dtype=autocast_dtype, **kwargs[name])
+                    _SAMPLED[name](runner, images, classes[:, k], autocast_dtype=autocast_dtype, **kwargs[name])
                     for k in range(classes.shape[1])
                 ], dim=1)
             elif name in _PERTURBATION:
                 results[name] = _PERTURBATION[name](
-                    model, images, classes, autocast_dtype=autocast_dtype, **kwargs[name]
+                    runner, images, classes, autocast_dtype=autocast_dtype, **kwargs[name]
                 )
-    ordered = {name: results[name] for name in names}
-    ordered.update({k: v for k, v in results.items() if k.endswith("@layer")})
+    ordered = {name: results[name].contiguous() for name in names}
+    ordered.update({k: v.contiguous() for k, v in results.items() if k.endswith("@layer")})
     if single:
         ordered = {k: v.squeeze(1) for k, v in ordered.items()}
     return ordered

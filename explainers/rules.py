@@ -164,7 +164,8 @@ class _RectifierMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _is_rectifier_module(module: nn.Module) -> bool:
+def is_rectifier_module(module: nn.Module) -> bool:
+    """``nn.ReLU`` (or a subclass), or an ``nn.Hardtanh`` with ``min_val == 0`` (ReLU6)."""
     if isinstance(module, nn.ReLU):
         return True
     return isinstance(module, nn.Hardtanh) and module.min_val == 0.0 and module.max_val > 0.0
@@ -200,7 +201,7 @@ def rectifier_rules(model: nn.Module, state: RuleState) -> Iterator[RuleState]:
     handles = []
     try:
         for name, module in model.named_modules():
-            if _is_rectifier_module(module):
+            if is_rectifier_module(module):
                 handles.append(module.register_forward_hook(_check_ruled(name), prepend=True))
         with _RectifierMode(state):
             yield state

@@ -81,7 +81,7 @@ def input_gradients(
     with rules, autocast_context(x.device, autocast_dtype):
         logits = model(x)
     (grad,) = torch.autograd.grad(logits, x, one_hot(logits, classes))
-    return grad.float()
+    return grad.float().contiguous()  # a channels-last model hands back a channels-last gradient
 
 
 def grad_enabled_session() -> contextlib.ExitStack:

@@ -1,7 +1,8 @@
 """explain() against the reference implementations (Captum, pytorch-grad-cam).
 
 torchvision ResNet-18 and VGG-16 with random weights (fixed seed), in-place ReLUs as
-shipped. Error measure: max |ours - ref| / max |ref| <= 1e-4.
+shipped. Error measure: max |ours - ref| / max |ref| <= 1e-4. The engine runs with
+``fast=False`` (the model exactly as given); tests/explainers/test_fast.py checks the fast copy.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def case(request):
         ],
         layer=layer_name,
         layer_maps=True,
+        fast=False,
     )
     return model, layer, layer_name, images, targets, maps
 
@@ -161,6 +163,7 @@ def test_integrated_gradients_matches_captum(case):
         targets,
         ["integrated_gradients"],
         options={"integrated_gradients": {"steps": 4, "method": method, "batch_size": 4}},
+        fast=False,
     )
     ref = IntegratedGradients(model).attribute(images, target=targets, n_steps=4, method=method)
     assert rel_err(ours["integrated_gradients"], ref) <= TOL
@@ -179,6 +182,7 @@ def test_smoothgrad_matches_captum_noise_tunnel_with_same_noise(case):
         targets,
         ["smoothgrad"],
         options={"smoothgrad": {"samples": 3, "noise": 0.1, "seed": 7}},
+        fast=False,
     )
     torch.manual_seed(7)
     ref = NoiseTunnel(Saliency(model)).attribute(
@@ -196,6 +200,7 @@ def test_occlusion_matches_captum(case):
         targets,
         ["occlusion"],
         options={"occlusion": {"window": 16, "stride": 12, "baseline": 0.5, "batch_size": 5}},
+        fast=False,
     )
     ref = Occlusion(model).attribute(
         images,

@@ -1,0 +1,162 @@
+"""Fast execution copies of a model: BatchNorm folded into convolutions, channels-last.
+
+Every method of the engine runs many passes through the same network in eval mode, so the
+network is worth preparing once:
+
+* **BatchNorm folding.** An eval-mode ``Conv2d`` followed by a ``BatchNorm2d`` that reads only
+  its output is one affine map, so it becomes one convolution with
+  ``W' = W * s`` and ``b' = (b - mu) * s + beta``, ``s = gamma / sqrt(var + eps)`` per output
+  channel (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`). Forward values and gradients are
+  the same function; only float rounding differs (about 1e-6 relative on ResNet-18 logits).
+* **Channels-last.** Folded convolutions keep their weights in ``channels_last`` and the copy
+  converts its input to it, so oneDNN (CPU) and cuDNN (GPU) run their NHWC kernels without
+  converting layouts at every layer.
+
+The copy is a :func:`torch.fx.symbolic_trace` of the model that *shares* every module it does
+not fold (ReLUs, pooling, linear layers, the CAM layer), so rectifier rules, CAM hooks and
+memory behave as on the original; only folded convolutions are new tensors. The CAM layer,
+when given, is kept as one leaf module so that a forward hook on it still fires. A model that
+``torch.fx`` cannot trace (data-dependent control flow) runs as it is, with channels-last
+input only.
+
+Copies are cached per model (weakly: the cache never keeps a model alive). The cache key
+includes every parameter's and buffer's storage address and version counter, so
+``load_state_dict``, ``reset_parameters()``, optimizer steps and any other in-place update
+through the tensors themselves build a new copy. Writes through ``tensor.data`` bypass the
+version counter: call :func:`forget` after such an edit, or pass ``fast=False`` to
+:func:`explainers.explain`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from explainers.rules import is_rectifier_module
+
+
+class FastModel(nn.Module):
+    """A prepared copy: ``forward(x) = net(x in channels_last)``; see the module docstring."""
+
+    def __init__(self, net: nn.Module, *, folded: int, traced: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.folded = folded
+        self.traced = traced
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+
+class _LeafTracer(fx.Tracer):
+    """The default tracer, except that ``keep`` (the CAM layer) and every rectifier module
+    (including subclasses, so the rules' guard hooks still see them) stay one ``call_module``."""
+
+    def __init__(self, keep: nn.Module | None) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return (
+            module is self.keep
+            or is_rectifier_module(module)
+            or super().is_leaf_module(module, qualified_name)
+        )
+
+
+def _fold_batchnorms(graph_module: fx.GraphModule) -> int:
+    """Fold every eval ``Conv2d -> BatchNorm2d`` pair of the graph in place; return how many.
+
+    A pair folds when the BatchNorm's only input is the convolution's output and nothing else
+    reads that output. The folded convolution is a new module (the original is untouched).
+    """
+    modules = dict(graph_module.named_modules())
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        producer = node.args[0] if node.args else None
+        if not (
+            isinstance(producer, fx.Node)
+            and len(node.args) == 1
+            and not node.kwargs
+            and producer.op == "call_module"
+            and isinstance(modules.get(producer.target), nn.Conv2d)
+            and len(producer.users) == 1
+        ):
+            continue
+        conv, norm = modules[producer.target], modules[node.target]
+        if conv.training or norm.training or not norm.track_running_stats or norm.running_mean is None:
+            continue
+        merged = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
+        for parameter in merged.parameters():
+            parameter.requires_grad_(False)
+        name = f"folded_{folded}_{str(producer.target).replace('.', '_')}"
+        graph_module.add_submodule(name, merged)
+        producer.target = name
+        node.replace_all_uses_with(producer)
+        graph_module.graph.erase_node(node)
+        folded += 1
+    # No dead-code elimination: it would drop in-place calls whose result is unused.
+    graph_module.graph.lint()
+    graph_module.recompile()
+    graph_module.delete_all_unused_submodules()
+    return folded
+
+
+def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
+    """Trace ``model`` (eval mode) keeping ``keep`` whole, fold its BatchNorms, wrap it.
+
+    Falls back to ``FastModel(model)`` (channels-last input only) when tracing fails.
+    """
+    try:
+        graph = _LeafTracer(keep).trace(model)
+    except Exception:  # any tracing failure means "run the model as it is"
+        return FastModel(model, folded=0, traced=False)
+    graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__ + "Fast")
+    folded = _fold_batchnorms(graph_module)
+    return FastModel(graph_module, folded=folded, traced=True)
+
+
+@dataclass
+class _Entry:
+    key: tuple
+    fast: FastModel
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int, _Entry]] = weakref.WeakKeyDictionary()
+
+
+def _state_key(model: nn.Module) -> tuple:
+    """Storage address, version counter, shape and device of every parameter and buffer."""
+    return tuple(
+        (t.data_ptr(), t._version, tuple(t.shape), t.device.type, t.dtype)
+        for t in itertools.chain(model.parameters(), model.buffers())
+    )
+
+
+def fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
+    """The cached fast copy of ``model`` (in eval mode) keeping ``keep`` whole; see module doc."""
+    if isinstance(model, FastModel):
+        return model
+    if any(module.training for module in model.modules()):
+        return FastModel(model, folded=0, traced=False)  # BatchNorm uses batch statistics: no folding
+    key = _state_key(model)
+    per_layer = _CACHE.setdefault(model, {})
+    entry = per_layer.get(id(keep))
+    if entry is None or entry.key != key:
+        entry = _Entry(key=key, fast=build_fast_model(model, keep))
+        per_layer[id(keep)] = entry
+    return entry.fast
+
+
+def forget(model: nn.Module) -> None:
+    """Drop the cached fast copies of ``model`` (after editing it through ``tensor.data``)."""
+    _CACHE.pop(model, None)
