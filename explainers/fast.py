@@ -114,14 +114,17 @@ def _fold_batchnorms(graph_module: fx.GraphModule) -> int:
 def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
     """Trace ``model`` (eval mode) keeping ``keep`` whole, fold its BatchNorms, wrap it.
 
-    Falls back to ``FastModel(model)`` (channels-last input only) when tracing fails.
+    Falls back to ``FastModel(model)`` (channels-last input only) when tracing fails. The
+    folded weights are made outside inference mode (an inference tensor could not serve a
+    later gradient pass) and without autograd history.
     """
     try:
         graph = _LeafTracer(keep).trace(model)
     except Exception:  # any tracing failure means "run the model as it is"
         return FastModel(model, folded=0, traced=False)
-    graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__ + "Fast")
-    folded = _fold_batchnorms(graph_module)
+    with torch.inference_mode(False), torch.no_grad():
+        graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__ + "Fast")
+        folded = _fold_batchnorms(graph_module)
     return FastModel(graph_module, folded=folded, traced=True)
 
 

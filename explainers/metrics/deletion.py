@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from explainers.fast import fast_model
 from explainers.metrics._common import (
     ChannelReduction,
     as_saliency,
@@ -148,6 +149,7 @@ def perturbation_curves(
     score: ScoreName = "softmax",
     batch_size: int = 64,
     channel_reduction: ChannelReduction = "abs_sum",
+    fast: bool = True,
 ) -> dict[str, CurveResult]:
     """Deletion and/or insertion curves of ``maps`` for ``model`` (see the module docstring).
 
@@ -168,6 +170,9 @@ def perturbation_curves(
             world's CNN), or the raw ``"logit"``.
         batch_size: perturbed images per forward pass (memory knob).
         channel_reduction: how ``[B, C, H, W]`` maps become one value per pixel.
+        fast: score the perturbed images with the cached fast copy of the model
+            (:mod:`explainers.fast`: BatchNorm folded, channels-last; scores equal up to
+            float rounding); ``False`` runs the model as given.
 
     Returns:
         ``{mode: CurveResult}`` for each requested mode.
@@ -194,18 +199,19 @@ def perturbation_curves(
     fractions = counts.double() / n_units
 
     with torch.inference_mode(), eval_mode(model):
+        scorer = fast_model(model) if fast else model
         base = make_baseline(images, baseline, blur_sigma=blur_sigma)
         ranks = unit_ranks(saliency, patch)
         # Shared end points: the untouched image and the full baseline.
         p_image = torch.cat(
             [
-                _target_scores(model, images[i : i + batch_size], target[i : i + batch_size], score)
+                _target_scores(scorer, images[i : i + batch_size], target[i : i + batch_size], score)
                 for i in range(0, b, batch_size)
             ]
         )
         p_base = torch.cat(
             [
-                _target_scores(model, base[i : i + batch_size], target[i : i + batch_size], score)
+                _target_scores(scorer, base[i : i + batch_size], target[i : i + batch_size], score)
                 for i in range(0, b, batch_size)
             ]
         )
@@ -228,7 +234,7 @@ def perturbation_curves(
                 chosen = chosen.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
             show_image = chosen == ins.view(-1, 1, 1, 1)
             x = torch.where(show_image, images[bi], base[bi])
-            scores[sl] = _target_scores(model, x, target[bi], score)
+            scores[sl] = _target_scores(scorer, x, target[bi], score)
 
     results: dict[str, CurveResult] = {}
     offset = 0
@@ -259,6 +265,7 @@ def deletion_insertion(
     score: ScoreName = "softmax",
     batch_size: int = 64,
     channel_reduction: ChannelReduction = "abs_sum",
+    fast: bool = True,
 ) -> CurveResult:
     """One curve (``mode="deletion"`` or ``"insertion"``); see :func:`perturbation_curves`."""
     return perturbation_curves(
@@ -274,4 +281,5 @@ def deletion_insertion(
         score=score,
         batch_size=batch_size,
         channel_reduction=channel_reduction,
+        fast=fast,
     )[mode]

@@ -22,6 +22,7 @@ from torch import nn
 
 from explainers import explain
 from explainers.fast import FastModel, fast_model, forget
+from explainers.metrics import perturbation_curves
 
 FORWARD_TOL = 1e-4  # max |fast - exact| / max |exact|, as the reference tests
 GRADIENT_L2_MAX = 5e-2  # ||fast - exact|| / ||exact|| of any one map (a branch crossed)
@@ -175,3 +176,16 @@ def test_model_left_as_it_was(resnet, images):
         assert all(p.requires_grad and p.grad is None for p in resnet.parameters())
     finally:
         resnet.eval()
+
+
+def test_deletion_insertion_scores_on_the_fast_copy_match(resnet, images):
+    maps = torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(5))
+    kwargs = {"steps": 8, "patch": 8, "score": "logit", "batch_size": 16}
+    fast = perturbation_curves(resnet, images, [1, 4], maps, **kwargs)
+    exact = perturbation_curves(resnet, images, [1, 4], maps, fast=False, **kwargs)
+    for mode in ("deletion", "insertion"):
+        assert max_rel(fast[mode].probs, exact[mode].probs) <= FORWARD_TOL, mode
+    with torch.inference_mode():  # a copy first built under inference mode still serves gradients
+        forget(resnet)
+        perturbation_curves(resnet, images, [1, 4], maps, **kwargs)
+    explain(resnet, images, [1, 4], ["saliency"])
