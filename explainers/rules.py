@@ -6,9 +6,10 @@ Mechanism (chosen over module hooks, which miss functional calls):
   :class:`torch.overrides.TorchFunctionMode` intercepts every rectifier call,
   whatever its spelling: ``nn.ReLU`` / ``nn.ReLU6`` modules (their ``forward`` calls
   ``F.relu`` / ``F.hardtanh``), ``F.relu``, ``F.relu_``, ``F.relu6``, ``torch.relu``,
-  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, and ``F.hardtanh`` with
-  ``min_val == 0`` (a capped ReLU such as ReLU6). In-place calls stay in place, so
-  reused in-place modules (torchvision ResNet, EfficientNet-Lite) behave exactly as
+  ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, ``F.hardtanh`` with
+  ``min_val == 0`` (a capped ReLU such as ReLU6), and ``clamp`` / ``clip`` / ``clamp_min``
+  (function, method or in place) with a lower bound of exactly 0 and no upper bound or a
+  positive one. In-place calls stay in place, so reused in-place modules (torchvision ResNet, EfficientNet-Lite) behave exactly as
   without the mode; the model is never edited.
 * Each intercepted call runs :class:`_RuledRectifier`, an autograd function that
   saves its *output* (as PyTorch's own ``relu`` does) and whose backward reads the
@@ -62,36 +63,50 @@ class RuleState:
 
 
 class _RuledRectifier(torch.autograd.Function):
-    """y = clamp(x, lo, hi) with a backward chosen by ``state.rule`` at backward time."""
+    """y = clamp(x, lo, hi) with a backward chosen by ``state.rule`` at backward time.
+
+    ``closed`` marks a ``clamp``/``clip`` spelling, whose PyTorch derivative is
+    ``1[lo <= x <= hi]`` (closed interval) instead of ReLU's / hardtanh's open one; the mask is
+    then saved from the input, so a plain backward stays bit-identical to autograd's.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: torch.Tensor, lo: float, hi: float, inplace: bool, state: RuleState
+        ctx: Any, x: torch.Tensor, lo: float, hi: float, inplace: bool, state: RuleState, closed: bool
     ) -> torch.Tensor:
-        if math.isinf(hi):
-            y = x.relu_() if inplace else torch.relu(x)
+        if closed:
+            mask = (x >= lo) & (x <= hi)
+            cap = None if math.isinf(hi) else hi
+            y = x.clamp_(lo, cap) if inplace else x.clamp(lo, cap)
+            ctx.save_for_backward(mask)
         else:
-            y = F.hardtanh(x, lo, hi, inplace=inplace)
+            if math.isinf(hi):
+                y = x.relu_() if inplace else torch.relu(x)
+            else:
+                y = F.hardtanh(x, lo, hi, inplace=inplace)
+            ctx.save_for_backward(y)
         if inplace:
             ctx.mark_dirty(x)
-        ctx.save_for_backward(y)
-        ctx.lo, ctx.hi, ctx.state = lo, hi, state
+        ctx.lo, ctx.hi, ctx.state, ctx.closed = lo, hi, state, closed
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (y,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
         rule = ctx.state.rule
+        nothing = (None,) * 5
         if rule == "deconvnet":
-            return grad.clamp(min=0), None, None, None, None
-        if math.isinf(ctx.hi):
-            grad_in = torch.ops.aten.threshold_backward(grad, y, 0)
+            return grad.clamp(min=0), *nothing
+        if ctx.closed:
+            grad_in = torch.where(saved, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+        elif math.isinf(ctx.hi):
+            grad_in = torch.ops.aten.threshold_backward(grad, saved, 0)
         else:  # y in (lo, hi) iff x in (lo, hi): same mask as hardtanh_backward(x)
-            grad_in = torch.ops.aten.hardtanh_backward(grad, y, ctx.lo, ctx.hi)
+            grad_in = torch.ops.aten.hardtanh_backward(grad, saved, ctx.lo, ctx.hi)
         if rule == "guided":  # max(g, 0) * m == max(g * m, 0), in place on our own buffer
             grad_in.clamp_(min=0)
-        return grad_in, None, None, None, None
+        return grad_in, *nothing
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
@@ -100,30 +115,51 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
     return kwargs.get(name, default)
 
 
-# func -> (lo, hi, inplace) parser; hardtanh entries return None when not a rectifier.
-def _relu(inplace: bool) -> Callable[[tuple, dict], tuple[float, float, bool]]:
-    return lambda a, k: (0.0, math.inf, inplace)
+# func -> (lo, hi, inplace, closed) parser; hardtanh and clamp entries return None when the
+# call is not a rectifier (a lower bound other than 0, or a tensor bound).
+Spec = tuple[float, float, bool, bool]
 
 
-def _relu_maybe_inplace(a: tuple, k: dict) -> tuple[float, float, bool]:
-    return 0.0, math.inf, bool(_arg(a, k, 1, "inplace", False))
+def _relu(inplace: bool) -> Callable[[tuple, dict], Spec]:
+    return lambda a, k: (0.0, math.inf, inplace, False)
 
 
-def _relu6(a: tuple, k: dict) -> tuple[float, float, bool]:
-    return 0.0, 6.0, bool(_arg(a, k, 1, "inplace", False))
+def _relu_maybe_inplace(a: tuple, k: dict) -> Spec:
+    return 0.0, math.inf, bool(_arg(a, k, 1, "inplace", False)), False
 
 
-def _hardtanh(inplace: bool | None) -> Callable[[tuple, dict], tuple[float, float, bool] | None]:
-    def parse(a: tuple, k: dict) -> tuple[float, float, bool] | None:
+def _relu6(a: tuple, k: dict) -> Spec:
+    return 0.0, 6.0, bool(_arg(a, k, 1, "inplace", False)), False
+
+
+def _hardtanh(inplace: bool | None) -> Callable[[tuple, dict], Spec | None]:
+    def parse(a: tuple, k: dict) -> Spec | None:
         lo = float(_arg(a, k, 1, "min_val", -1.0))
         hi = float(_arg(a, k, 2, "max_val", 1.0))
         ip = bool(_arg(a, k, 3, "inplace", False)) if inplace is None else inplace
-        return (lo, hi, ip) if lo == 0.0 and hi > 0.0 else None
+        return (lo, hi, ip, False) if lo == 0.0 and hi > 0.0 else None
 
     return parse
 
 
-_RECTIFIERS: dict[Callable, Callable[[tuple, dict], tuple[float, float, bool] | None]] = {
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _clamp(inplace: bool, *, has_max: bool = True) -> Callable[[tuple, dict], Spec | None]:
+    """``clamp(x, min=0[, max=hi > 0])`` / ``clamp_min(x, 0)`` / ``clip``: a rectifier."""
+
+    def parse(a: tuple, k: dict) -> Spec | None:
+        lo = _arg(a, k, 1, "min", None)
+        hi = _arg(a, k, 2, "max", None) if has_max else None
+        if not (_number(lo) and lo == 0) or not (hi is None or (_number(hi) and hi > 0)):
+            return None
+        return 0.0, math.inf if hi is None else float(hi), inplace, True
+
+    return parse
+
+
+_RECTIFIERS: dict[Callable, Callable[[tuple, dict], Spec | None]] = {
     torch.relu: _relu(False),
     torch.relu_: _relu(True),
     torch.Tensor.relu: _relu(False),
@@ -136,6 +172,18 @@ _RECTIFIERS: dict[Callable, Callable[[tuple, dict], tuple[float, float, bool] | 
     torch._C._nn.relu6: _relu6,
     torch._C._nn.hardtanh: _hardtanh(False),
     torch._C._nn.hardtanh_: _hardtanh(True),
+    torch.clamp: _clamp(False),
+    torch.clamp_: _clamp(True),
+    torch.clip: _clamp(False),
+    torch.clip_: _clamp(True),
+    torch.Tensor.clamp: _clamp(False),
+    torch.Tensor.clamp_: _clamp(True),
+    torch.Tensor.clip: _clamp(False),
+    torch.Tensor.clip_: _clamp(True),
+    torch.clamp_min: _clamp(False, has_max=False),
+    torch.clamp_min_: _clamp(True, has_max=False),
+    torch.Tensor.clamp_min: _clamp(False, has_max=False),
+    torch.Tensor.clamp_min_: _clamp(True, has_max=False),
 }
 
 
@@ -159,8 +207,8 @@ class _RectifierMode(TorchFunctionMode):
                 and x.requires_grad
             ):
                 self.state.calls += 1
-                lo, hi, inplace = spec
-                return _RuledRectifier.apply(x, lo, hi, inplace, self.state)
+                lo, hi, inplace, closed = spec
+                return _RuledRectifier.apply(x, lo, hi, inplace, self.state, closed)
         return func(*args, **kwargs)
 
 

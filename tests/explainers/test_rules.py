@@ -71,6 +71,51 @@ def test_every_rectifier_spelling_gets_the_guided_rule(data):
     assert not torch.allclose(maps["saliency"], ref)  # plain backward differs
 
 
+class ClampNet(nn.Module):
+    """Rectifiers spelled as clamps: ``torch.clamp(min=0)``, ``clamp_min``, ``clip``, in place,
+    capped; plus a clamp with a negative bound, which is not a rectifier and keeps its gradient."""
+
+    def __init__(self, reference: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.reference = reference
+        self.convs = nn.ModuleList(nn.Conv2d(c, 6, 3, padding=1) for c in (3, 6, 6, 6, 6, 6))
+        self.fc = nn.Linear(6, 5)
+
+    def act(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if i == 5:
+            return x.clamp(min=-1.0)  # not a rectifier: plain backward under every rule
+        if self.reference:
+            return _RefGuided.apply(x, 6.0 if i == 3 else float("inf"))
+        spelled = [
+            lambda t: torch.clamp(t, min=0), lambda t: t.clamp_min(0), lambda t: torch.clip(t, 0),
+            lambda t: t.clamp_(0, 6), lambda t: (torch.clamp_min_(t, 0.0), t)[1],
+        ]
+        return spelled[i](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, conv in enumerate(self.convs):
+            x = self.act(i, conv(x) * 4.0)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_clamp_spellings_get_the_guided_rule(data):
+    images, targets = data
+    maps = explain(ClampNet(), images, targets, ["guided_backprop"])
+    x = images.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(ClampNet(reference=True)(x), x, F.one_hot(targets, 5).float())
+    torch.testing.assert_close(maps["guided_backprop"], ref, rtol=1e-5, atol=1e-7)
+
+
+def test_plain_backward_through_ruled_clamps_equals_autograd_exactly(data):
+    images, targets = data
+    model = ClampNet()
+    maps = explain(model, images, targets, ["saliency", "guided_backprop"], fast=False)
+    x = images.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(model(x), x, F.one_hot(targets, 5).float())
+    torch.testing.assert_close(maps["saliency"], ref, rtol=0, atol=0)
+
+
 def test_deconvnet_ignores_forward_mask_on_functional_relus(data):
     images, targets = data
     maps = explain(FunctionalNet(), images, targets, ["deconvnet", "guided_backprop"])
