@@ -104,7 +104,8 @@ def main() -> None:
                 assert status == 200
             status, data = call("POST", "/api/v1/participant/trial", "trial_post", token,
                                 {"assignment": view["token"], "choice": index % 2, "client_response_ms": 900})  # fmt: skip
-            assert status == 200 and json.loads(data)["outcome"] == "recorded", data
+            assert status == 200, data
+            assert json.loads(data)["outcome"] == "recorded", data
         status, data = call("POST", "/api/v1/participant/complete", "complete", token)
         assert status == 200, data
 

@@ -7,11 +7,13 @@ so both present the same trial, wording and progress.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 from django.urls import reverse
 
-from studies.models import Assignment, Item, Participant, Study
+from studies.models import Assignment, Item, Participant, Stimulus, Study
+from studies.selectors import rows
 from studies.services.allocation import assignment_choices, main_slot_available, slot_counts
 from studies.services.participation import questionnaire_pending
 
@@ -69,10 +71,31 @@ def study_wording(study: Study) -> Wording:
 
 
 def participant_by_token(token: str) -> Participant | None:
-    """The participant with this opaque token (with its study), or ``None``."""
+    """The participant with this opaque token (with its study), or ``None``.
+
+    One statement, the same as ``Participant.objects.select_related("study").filter(token=token)
+    .first()`` without compiling it each time (see :mod:`studies.selectors.rows`).
+    """
     if not token or len(token) > 64:
         return None
-    return Participant.objects.select_related("study").filter(token=token).first()
+    row = rows.fetchone(_by_token_sql(rows.vendor()), [token])
+    if row is None:
+        return None
+    participant_fields, study_fields = rows.fields_of(Participant), rows.fields_of(Study)
+    participant = rows.instance(Participant, participant_fields, row)
+    study = rows.instance(Study, study_fields, row, len(participant_fields))
+    Participant._meta.get_field("study").set_cached_value(participant, study)
+    return participant
+
+
+@cache
+def _by_token_sql(vendor: str) -> str:
+    return (
+        f"SELECT {rows.columns(Participant, 'p', rows.fields_of(Participant))}, "
+        f"{rows.columns(Study, 's', rows.fields_of(Study))} "
+        f"FROM {rows.table(Participant)} p INNER JOIN {rows.table(Study)} s ON s.{rows.q('id')} = p.{rows.q('study_id')} "
+        f"WHERE p.{rows.q('token')} = %s"
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,59 @@ def _images(
             TrialImage(side="right", label=wording.robot_b, url=url_for("right")),
         ]
     return [TrialImage(side="main", label="", url=url_for("main"))]
+
+
+#: The stimulus columns an image response needs (the rest of the row, e.g. its settings, is not read).
+STIMULUS_FIELDS = ("file", "sha256")
+
+
+def assignment_for_image(*, participant_token: str, assignment_token: str) -> Assignment | None:
+    """The participant's assignment with this token, for its images (one query), or ``None``.
+
+    Loads only ``model_a_shown_left``, the item's two stimuli and their :data:`STIMULUS_FIELDS`
+    (the rest deferred), like ``Assignment.objects.select_related("item__stimulus_a",
+    "item__stimulus_b").only(...).filter(participant__token=..., token=...).first()``.
+    """
+    if not participant_token or not assignment_token:
+        return None
+    row = rows.fetchone(_image_sql(rows.vendor()), [participant_token, assignment_token])
+    if row is None:
+        return None
+    assignment_fields, item_fields, stimulus_fields = _image_fields()
+    assignment = rows.instance(Assignment, assignment_fields, row)
+    start = len(assignment_fields)
+    item = rows.instance(Item, item_fields, row, start)
+    start += len(item_fields)
+    for name in ("stimulus_a", "stimulus_b"):
+        stimulus = rows.instance(Stimulus, stimulus_fields, row, start) if row[start] is not None else None
+        Item._meta.get_field(name).set_cached_value(item, stimulus)
+        start += len(stimulus_fields)
+    Assignment._meta.get_field("item").set_cached_value(assignment, item)
+    return assignment
+
+
+def _image_fields() -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
+    return (
+        rows.fields_of(Assignment, ("item", "model_a_shown_left")),
+        rows.fields_of(Item, ("stimulus_a", "stimulus_b")),
+        rows.fields_of(Stimulus, STIMULUS_FIELDS),
+    )
+
+
+@cache
+def _image_sql(vendor: str) -> str:
+    assignment_fields, item_fields, stimulus_fields = _image_fields()
+    q, id_ = rows.q, rows.q("id")
+    return (
+        f"SELECT {rows.columns(Assignment, 'a', assignment_fields)}, {rows.columns(Item, 'i', item_fields)}, "
+        f"{rows.columns(Stimulus, 'sa', stimulus_fields)}, {rows.columns(Stimulus, 'sb', stimulus_fields)} "
+        f"FROM {rows.table(Assignment)} a "
+        f"INNER JOIN {rows.table(Participant)} p ON p.{id_} = a.{q('participant_id')} "
+        f"INNER JOIN {rows.table(Item)} i ON i.{id_} = a.{q('item_id')} "
+        f"LEFT OUTER JOIN {rows.table(Stimulus)} sa ON sa.{id_} = i.{q('stimulus_a_id')} "
+        f"LEFT OUTER JOIN {rows.table(Stimulus)} sb ON sb.{id_} = i.{q('stimulus_b_id')} "
+        f"WHERE p.{q('token')} = %s AND a.{q('token')} = %s"
+    )
 
 
 def stimulus_for_side(*, item: Item, side: str, model_a_shown_left: bool | None):  # type: ignore[no-untyped-def]

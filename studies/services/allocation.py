@@ -29,12 +29,14 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
 from studies.models import Assignment, Item, Participant, Study
+from studies.selectors import rows
 
 #: How often a request retries when every free candidate is locked by another transaction.
 LOCKED_RETRIES = 20
@@ -93,19 +95,19 @@ def slot_counts(*, participant: Participant) -> SlotCounts:
     Planned = ``trials_per_participant`` + min(``catch_trials``, catch items available). Two queries.
     """
     study = participant.study
-    counts = Assignment.objects.filter(participant=participant).aggregate(
-        answered=Count("id", filter=Q(status=Assignment.Status.ANSWERED)),
-        open=Count("id", filter=Q(status=Assignment.Status.LEASED)),
-        expired=Count("id", filter=Q(status=Assignment.Status.EXPIRED)),
+    answered, open_, expired = rows.fetchone(
+        _slot_counts_sql(rows.vendor()),
+        [Assignment.Status.ANSWERED, Assignment.Status.LEASED, Assignment.Status.EXPIRED, participant.pk],
     )
     planned, n_catch = _planned(study=study)
-    return SlotCounts(
-        answered=counts["answered"],
-        open=counts["open"],
-        expired=counts["expired"],
-        planned=planned,
-        n_catch=n_catch,
-    )
+    return SlotCounts(answered=answered, open=open_, expired=expired, planned=planned, n_catch=n_catch)
+
+
+@cache
+def _slot_counts_sql(vendor: str) -> str:
+    status = rows.q("status")
+    counts = ", ".join(f"COUNT(CASE WHEN {status} = %s THEN 1 END)" for _ in range(3))
+    return f"SELECT {counts} FROM {rows.table(Assignment)} WHERE {rows.q('participant_id')} = %s"
 
 
 def _candidates(*, study: Study, participant: Participant, role: str):  # type: ignore[no-untyped-def]
@@ -154,13 +156,8 @@ def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
 
 
 def _item_from_row(row: tuple) -> Item:  # type: ignore[type-arg]
-    """An ``Item`` from a raw row in ``concrete_fields`` order, with each field's DB converter applied."""
-    fields = Item._meta.concrete_fields
-    values = [
-        f.from_db_value(value, None, connection) if hasattr(f, "from_db_value") else value
-        for f, value in zip(fields, row, strict=True)
-    ]
-    return Item.from_db(connection.alias, [f.attname for f in fields], values)
+    """An ``Item`` from a raw row in ``concrete_fields`` order, with each field's DB converters applied."""
+    return rows.instance(Item, rows.fields_of(Item), row)
 
 
 def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None:
@@ -221,8 +218,69 @@ def _planned(*, study: Study) -> tuple[int, int]:
     """``(planned, n_catch)``: ``trials_per_participant`` + min(``catch_trials``, catch items)."""
     n_catch = 0
     if study.catch_trials:
-        n_catch = min(study.catch_trials, Item.objects.filter(study=study, role=Item.Role.CATCH).count())
+        (available,) = rows.fetchone(_catch_count_sql(rows.vendor()), [study.pk, Item.Role.CATCH])
+        n_catch = min(study.catch_trials, available)
     return study.trials_per_participant + n_catch, n_catch
+
+
+@cache
+def _catch_count_sql(vendor: str) -> str:
+    return f"SELECT COUNT(*) FROM {rows.table(Item)} WHERE {rows.q('study_id')} = %s AND {rows.q('role')} = %s"
+
+
+def participant_lock(participant_id: int) -> tuple[str, bool]:
+    """Lock the participant's row (blocking; inside a transaction) and read ``(status, practice_passed)``.
+
+    Raises ``Participant.DoesNotExist`` when the row is gone.
+    """
+    row = rows.fetchone(_lock_sql(rows.vendor()), [participant_id])
+    if row is None:
+        raise Participant.DoesNotExist(f"participant {participant_id}")
+    return row[0], bool(rows.converted(Participant, "practice_passed", row[1]))
+
+
+@cache
+def _lock_sql(vendor: str) -> str:
+    return (
+        f"SELECT {rows.q('status')}, {rows.q('practice_passed')} FROM {rows.table(Participant)} "
+        f"WHERE {rows.q('id')} = %s{rows.for_update()}"
+    )
+
+
+@cache
+def _held_sql(vendor: str) -> str:
+    assignment, item = rows.fields_of(Assignment), rows.fields_of(Item)
+    return (
+        f"SELECT a.{rows.q('status')}, {rows.columns(Assignment, 'a', assignment)}, {rows.columns(Item, 'i', item)} "
+        f"FROM {rows.table(Assignment)} a INNER JOIN {rows.table(Item)} i ON i.{rows.q('id')} = a.{rows.q('item_id')} "
+        f"WHERE a.{rows.q('participant_id')} = %s ORDER BY a.{rows.q('position')}"
+    )
+
+
+def _held(participant_id: int) -> tuple[int, int, list[Assignment]]:
+    """``(held, answered, open leases with their items)`` of a participant, in position order (one query).
+
+    The same rows as ``Assignment.objects.filter(participant_id=...).select_related("item")
+    .order_by("position")``; only the open leases become instances.
+    """
+    found = rows.fetchall(_held_sql(rows.vendor()), [participant_id])
+    assignment_fields, item_fields = rows.fields_of(Assignment), rows.fields_of(Item)
+    answered, open_leases = 0, []
+    item_cache = Assignment._meta.get_field("item")
+    for row in found:
+        if row[0] == Assignment.Status.ANSWERED:
+            answered += 1
+        elif row[0] == Assignment.Status.LEASED:
+            lease = rows.instance(Assignment, assignment_fields, row, 1)
+            item_cache.set_cached_value(lease, rows.instance(Item, item_fields, row, 1 + len(assignment_fields)))
+            open_leases.append(lease)
+    return len(found), answered, open_leases
+
+
+@cache
+def _mark_shown_sql(vendor: str) -> str:
+    shown = rows.q("shown_at")
+    return f"UPDATE {rows.table(Assignment)} SET {shown} = %s WHERE {rows.q('id')} = %s AND {shown} IS NULL"
 
 
 def trial_lease(
@@ -246,19 +304,16 @@ def trial_lease(
     now = now or timezone.now()
     study = participant.study
     with transaction.atomic():
-        row = Participant.objects.select_for_update().filter(pk=participant.pk).values_list("status", "practice_passed")
-        status, practice_passed = row.get()
+        status, practice_passed = participant_lock(participant.pk)
         if only_if_answering and (status != Participant.Status.IN_PROGRESS or not practice_passed):
             return TrialLease(leases=[], answered=0, planned=0)
-        held = list(Assignment.objects.filter(participant_id=participant.pk).select_related("item").order_by("position"))
+        n_held, answered, open_leases = _held(participant.pk)
         planned, n_catch = _planned(study=study)
-        answered = sum(a.status == Assignment.Status.ANSWERED for a in held)
-        open_leases = [a for a in held if a.status == Assignment.Status.LEASED]
         used = answered + len(open_leases)
         want = min(1 + lookahead, planned - answered)
         if len(open_leases) < want and used < planned:
             catch_at = catch_slots(study=study, participant_token=participant.token, planned=planned, n_catch=n_catch)
-            next_position = len(held)
+            next_position = n_held
             while len(open_leases) < want and used < planned:
                 slot = used
                 item = None
@@ -270,19 +325,21 @@ def trial_lease(
                     break
                 choices = assignment_choices(study=study, participant_token=participant.token, slot=slot, item=item)
                 # UniqueConstraint(participant, item) backs the candidate query's exclusion.
-                assignment = Assignment.objects.create(
-                    participant=participant,
-                    item=item,
-                    position=next_position,
-                    option_order=choices.option_order,
-                    model_a_shown_left=choices.model_a_shown_left,
-                    expires_at=now + timedelta(seconds=study.lease_seconds),
+                assignment = rows.insert(
+                    Assignment(
+                        participant=participant,
+                        item=item,
+                        position=next_position,
+                        option_order=choices.option_order,
+                        model_a_shown_left=choices.model_a_shown_left,
+                        expires_at=now + timedelta(seconds=study.lease_seconds),
+                    )
                 )
                 open_leases.append(assignment)
                 used += 1
                 next_position += 1
         if mark_shown and open_leases and open_leases[0].shown_at is None:
-            Assignment.objects.filter(pk=open_leases[0].pk, shown_at__isnull=True).update(shown_at=now)
+            rows.execute(_mark_shown_sql(rows.vendor()), [rows.prep(Assignment, "shown_at", now), open_leases[0].pk])
             open_leases[0].shown_at = now
     return TrialLease(leases=open_leases, answered=answered, planned=planned)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, Literal
 
 from django.db import transaction
@@ -26,6 +27,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from studies.models import Assignment, Item, Participant, Response, Study
+from studies.selectors import rows
+from studies.services.allocation import participant_lock
 
 MAX_FOCUS_EVENTS = 200
 FOCUS_EVENT_TYPES = frozenset({"focus", "blur", "visible", "hidden"})
@@ -149,12 +152,9 @@ def response_record(
     ms, text = _clean_extras(client_response_ms, comment)
     with transaction.atomic():
         # The participant's row lock serializes this submit with their completion.
-        lock = Participant.objects.select_for_update().filter(pk=participant.pk).values_list("status", "practice_passed")
-        status, practice_passed = lock.get()
+        status, practice_passed = participant_lock(participant.pk)
         study = participant.study
-        assignment = (
-            Assignment.objects.select_related("item").filter(participant_id=participant.pk, token=assignment_token).first()
-        )
+        assignment = _assignment_with_item(participant.pk, assignment_token)
         if assignment is None:
             raise AssignmentNotFound(assignment_token)
         if assignment.status == Assignment.Status.ANSWERED:
@@ -170,14 +170,13 @@ def response_record(
             choice=choice,
         )
         is_main = item.role == Item.Role.MAIN
-        flipped = Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.LEASED).update(
-            status=Assignment.Status.ANSWERED, answered_at=now
+        answered_at = rows.prep(Assignment, "answered_at", now)
+        flipped = rows.execute(
+            _flip_sql(rows.vendor()),
+            [Assignment.Status.ANSWERED, answered_at, assignment.pk, Assignment.Status.LEASED],
         )
         if flipped:
-            if is_main:
-                Item.objects.filter(pk=item.pk).update(n_leased=F("n_leased") - 1, n_answered=F("n_answered") + 1)
-            else:
-                Item.objects.filter(pk=item.pk).update(n_answered=F("n_answered") + 1)
+            rows.execute(_counters_sql(rows.vendor(), is_main), [item.pk])
         else:
             # The sweeper expired this lease: keep the late answer only if a slot is still free.
             if is_main:
@@ -194,16 +193,61 @@ def response_record(
             Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.EXPIRED).update(
                 status=Assignment.Status.ANSWERED, answered_at=now
             )
-        Response.objects.create(
-            assignment=assignment,
-            chosen_option=scored.chosen_option,
-            correct=scored.correct,
-            score_model_a=scored.score_model_a,
-            client_response_ms=ms,
-            focus_events=events,
-            comment=text,
+        rows.insert(
+            Response(
+                assignment=assignment,
+                chosen_option=scored.chosen_option,
+                correct=scored.correct,
+                score_model_a=scored.score_model_a,
+                client_response_ms=ms,
+                focus_events=events,
+                comment=text,
+            )
         )
     return RecordOutcome(status="recorded", assignment_token=assignment.token, correct=scored.correct)
+
+
+def _assignment_with_item(participant_id: int, token: str) -> Assignment | None:
+    """The participant's assignment with this token, its item loaded (one query), or ``None``.
+
+    The same as ``Assignment.objects.select_related("item").filter(participant_id=..., token=...)
+    .first()`` (the token is unique).
+    """
+    row = rows.fetchone(_assignment_sql(rows.vendor()), [participant_id, token])
+    if row is None:
+        return None
+    assignment_fields = rows.fields_of(Assignment)
+    assignment = rows.instance(Assignment, assignment_fields, row)
+    item = rows.instance(Item, rows.fields_of(Item), row, len(assignment_fields))
+    Assignment._meta.get_field("item").set_cached_value(assignment, item)
+    return assignment
+
+
+@cache
+def _assignment_sql(vendor: str) -> str:
+    return (
+        f"SELECT {rows.columns(Assignment, 'a', rows.fields_of(Assignment))}, {rows.columns(Item, 'i', rows.fields_of(Item))} "
+        f"FROM {rows.table(Assignment)} a INNER JOIN {rows.table(Item)} i ON i.{rows.q('id')} = a.{rows.q('item_id')} "
+        f"WHERE a.{rows.q('participant_id')} = %s AND a.{rows.q('token')} = %s"
+    )
+
+
+@cache
+def _flip_sql(vendor: str) -> str:
+    """The conditional transition ``leased -> answered`` (0 rows when it is not leased any more)."""
+    status = rows.q("status")
+    return (
+        f"UPDATE {rows.table(Assignment)} SET {status} = %s, {rows.q('answered_at')} = %s "
+        f"WHERE {rows.q('id')} = %s AND {status} = %s"
+    )
+
+
+@cache
+def _counters_sql(vendor: str, is_main: bool) -> str:
+    """A leased slot becomes an answered one (main items); catch items only count answers."""
+    answered, leased = rows.q("n_answered"), rows.q("n_leased")
+    moves = f"{leased} = {leased} - 1, " if is_main else ""
+    return f"UPDATE {rows.table(Item)} SET {moves}{answered} = {answered} + 1 WHERE {rows.q('id')} = %s"
 
 
 def assignment_mark_shown(*, assignment: Assignment, now: datetime | None = None) -> None:

@@ -18,10 +18,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studies.http import form_token_make, frameable, worker_csrf
-from studies.models import Assignment, Item, Participant, Study
+from studies.models import Item, Participant, Study
 from studies.ratelimit import client_address, rate_limited
 from studies.selectors.participation import (
     ParticipantState,
+    assignment_for_image,
     example_view,
     participant_by_token,
     participant_state,
@@ -284,8 +285,6 @@ def done(request: HttpRequest, token: str) -> HttpResponse:
 
 #: Image URLs name one side of one trial, whose stimulus never changes: cache them for a year.
 STIMULUS_CACHE_CONTROL = "private, max-age=31536000, immutable"
-#: The stimulus columns an image response needs (the rest of the row, e.g. its settings, is not read).
-STIMULUS_FIELDS = ("file", "sha256")
 
 
 def _file_response(request: HttpRequest, stimulus: Any) -> HttpResponse:
@@ -312,20 +311,10 @@ def _file_response(request: HttpRequest, stimulus: Any) -> HttpResponse:
     return response
 
 
-def _with_stimuli(queryset: Any, prefix: str, *fields: str) -> Any:
-    """``select_related`` both stimuli, reading only ``fields`` and the columns :func:`_file_response` needs."""
-    wanted = [*fields] + [f"{prefix}stimulus_{side}__{name}" for side in ("a", "b") for name in STIMULUS_FIELDS]
-    return queryset.select_related(f"{prefix}stimulus_a", f"{prefix}stimulus_b").only(*wanted)
-
-
 @require_GET
 def stimulus(request: HttpRequest, token: str, assignment_token: str, side: str) -> HttpResponse:
     """One image of one of the participant's trials (no file name reveals the answer). One query."""
-    assignment = (
-        _with_stimuli(Assignment.objects.all(), "item__", "model_a_shown_left")
-        .filter(participant__token=token, token=assignment_token)
-        .first()
-    )
+    assignment = assignment_for_image(participant_token=token, assignment_token=assignment_token)
     if assignment is None:
         raise Http404("unknown trial")
     return _file_response(
