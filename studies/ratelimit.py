@@ -57,11 +57,25 @@ def _redis_count(backend: RedisCache, cache_key: str, ttl_s: int) -> int:
     Stored as a plain integer, which Django's Redis serializer reads back as ``int``.
     """
     key = backend.make_and_validate_key(cache_key)
-    client = backend._cache.get_client(key, write=True)
-    pipe = client.pipeline(transaction=False)
+    pipe = _write_client(backend).pipeline(transaction=False)
     pipe.set(key, 0, ex=ttl_s, nx=True)
     pipe.incr(key)
     return int(pipe.execute()[1])
+
+
+def _write_client(backend: RedisCache) -> Any:
+    """The backend's Redis client for writes, made once per backend instance (one per thread).
+
+    Django's ``get_client`` builds a new ``redis.Redis`` object (with its command callbacks) on
+    every call, over the same connection pool; the key does not choose the server (writes go to
+    the first one), so one client per backend is the same connection choice.
+    """
+    cache_client = backend._cache
+    client = getattr(cache_client, "_xaistudy_write_client", None)
+    if client is None:
+        client = cache_client.get_client(None, write=True)
+        cache_client._xaistudy_write_client = client
+    return client
 
 
 def scope_limit(scope: str) -> tuple[int, int]:

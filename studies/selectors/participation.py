@@ -6,7 +6,7 @@ so both present the same trial, wording and progress.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
@@ -81,9 +81,8 @@ def participant_by_token(token: str) -> Participant | None:
     row = rows.fetchone(_by_token_sql(rows.vendor()), [token])
     if row is None:
         return None
-    participant_fields, study_fields = rows.fields_of(Participant), rows.fields_of(Study)
-    participant = rows.instance(Participant, participant_fields, row)
-    study = rows.instance(Study, study_fields, row, len(participant_fields))
+    participant = rows.instance(Participant, row)
+    study = rows.instance(Study, row, rows.width(Participant))
     Participant._meta.get_field("study").set_cached_value(participant, study)
     return participant
 
@@ -91,8 +90,7 @@ def participant_by_token(token: str) -> Participant | None:
 @cache
 def _by_token_sql(vendor: str) -> str:
     return (
-        f"SELECT {rows.columns(Participant, 'p', rows.fields_of(Participant))}, "
-        f"{rows.columns(Study, 's', rows.fields_of(Study))} "
+        f"SELECT {rows.columns(Participant, 'p')}, {rows.columns(Study, 's')} "
         f"FROM {rows.table(Participant)} p INNER JOIN {rows.table(Study)} s ON s.{rows.q('id')} = p.{rows.q('study_id')} "
         f"WHERE p.{rows.q('token')} = %s"
     )
@@ -157,7 +155,22 @@ class TrialView:
     expires_at: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """``dataclasses.asdict(self)``, written out (it deep-copies field by field, slowly)."""
+        return {
+            "token": self.token,
+            "kind": self.kind,
+            "question": self.question,
+            "hint": self.hint,
+            "number": self.number,
+            "total": self.total,
+            "images": [{"side": i.side, "label": i.label, "url": i.url} for i in self.images],
+            "options": list(self.options),
+            "scale": list(self.scale),
+            "predicted": self.predicted,
+            "comment_prompt": self.comment_prompt,
+            "preload": list(self.preload),
+            "expires_at": self.expires_at,
+        }
 
 
 def _images(
@@ -187,34 +200,28 @@ def assignment_for_image(*, participant_token: str, assignment_token: str) -> As
     row = rows.fetchone(_image_sql(rows.vendor()), [participant_token, assignment_token])
     if row is None:
         return None
-    assignment_fields, item_fields, stimulus_fields = _image_fields()
-    assignment = rows.instance(Assignment, assignment_fields, row)
-    start = len(assignment_fields)
-    item = rows.instance(Item, item_fields, row, start)
-    start += len(item_fields)
+    assignment = rows.instance(Assignment, row, 0, _IMAGE_ASSIGNMENT)
+    start = rows.width(Assignment, _IMAGE_ASSIGNMENT)
+    item = rows.instance(Item, row, start, _IMAGE_ITEM)
+    start += rows.width(Item, _IMAGE_ITEM)
     for name in ("stimulus_a", "stimulus_b"):
-        stimulus = rows.instance(Stimulus, stimulus_fields, row, start) if row[start] is not None else None
+        stimulus = rows.instance(Stimulus, row, start, STIMULUS_FIELDS) if row[start] is not None else None
         Item._meta.get_field(name).set_cached_value(item, stimulus)
-        start += len(stimulus_fields)
+        start += rows.width(Stimulus, STIMULUS_FIELDS)
     Assignment._meta.get_field("item").set_cached_value(assignment, item)
     return assignment
 
 
-def _image_fields() -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
-    return (
-        rows.fields_of(Assignment, ("item", "model_a_shown_left")),
-        rows.fields_of(Item, ("stimulus_a", "stimulus_b")),
-        rows.fields_of(Stimulus, STIMULUS_FIELDS),
-    )
+_IMAGE_ASSIGNMENT = ("item", "model_a_shown_left")
+_IMAGE_ITEM = ("stimulus_a", "stimulus_b")
 
 
 @cache
 def _image_sql(vendor: str) -> str:
-    assignment_fields, item_fields, stimulus_fields = _image_fields()
     q, id_ = rows.q, rows.q("id")
     return (
-        f"SELECT {rows.columns(Assignment, 'a', assignment_fields)}, {rows.columns(Item, 'i', item_fields)}, "
-        f"{rows.columns(Stimulus, 'sa', stimulus_fields)}, {rows.columns(Stimulus, 'sb', stimulus_fields)} "
+        f"SELECT {rows.columns(Assignment, 'a', _IMAGE_ASSIGNMENT)}, {rows.columns(Item, 'i', _IMAGE_ITEM)}, "
+        f"{rows.columns(Stimulus, 'sa', STIMULUS_FIELDS)}, {rows.columns(Stimulus, 'sb', STIMULUS_FIELDS)} "
         f"FROM {rows.table(Assignment)} a "
         f"INNER JOIN {rows.table(Participant)} p ON p.{id_} = a.{q('participant_id')} "
         f"INNER JOIN {rows.table(Item)} i ON i.{id_} = a.{q('item_id')} "

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, Model, signals
 
 M = TypeVar("M", bound=Model)
@@ -62,39 +62,61 @@ def fields_of(model: type[Model], names: tuple[str, ...] | None = None) -> tuple
     return tuple(f for f in model._meta.concrete_fields if f.name in wanted or f.attname in wanted or f.primary_key)
 
 
-def columns(model: type[Model], alias: str, fields: Sequence[Field]) -> str:
-    """``alias."col", ...`` for ``fields``."""
-    return ", ".join(f"{q(alias)}.{q(f.column)}" for f in fields)
+def columns(model: type[Model], alias: str, names: tuple[str, ...] | None = None) -> str:
+    """``alias."col", ...`` for ``fields_of(model, names)``."""
+    return ", ".join(f"{q(alias)}.{q(f.column)}" for f in fields_of(model, names))
 
 
 @cache
-def _converters(vendor: str, model: type[Model], fields: tuple[Field, ...]) -> tuple[tuple[Any, tuple[Converter, ...]], ...]:
-    """Per field: ``(Col expression, converters)``, as ``SQLCompiler.get_converters`` would list them."""
-    result = []
-    for field in fields:
+def _shape(vendor: str, model: type[Model], names: tuple[str, ...] | None) -> tuple[int, list[str], tuple[Any, ...]]:
+    """``(width, attnames, converters)`` of ``fields_of(model, names)``; converters are
+    ``(position, Col, functions)`` for the fields that have any, as ``SQLCompiler.get_converters``
+    lists them (the backend's first, then the field's). Keyed by names, not by ``Field``
+    objects, whose hashing is slow."""
+    fields = fields_of(model, names)
+    converters = []
+    for index, field in enumerate(fields):
         col = field.get_col(model._meta.db_table)
-        result.append((col, tuple(connection.ops.get_db_converters(col)) + tuple(field.get_db_converters(connection))))
-    return tuple(result)
+        found = tuple(connection.ops.get_db_converters(col)) + tuple(field.get_db_converters(connection))
+        if found:
+            converters.append((index, col, found))
+    return len(fields), [f.attname for f in fields], tuple(converters)
 
 
-def instance(model: type[M], fields: tuple[Field, ...], row: Sequence[Any], start: int = 0) -> M:
-    """The instance of ``model`` held in ``row[start : start + len(fields)]`` (others deferred)."""
-    values = list(row[start : start + len(fields)])
-    for index, (col, converters) in enumerate(_converters(connection.vendor, model, fields)):
+def width(model: type[Model], names: tuple[str, ...] | None = None) -> int:
+    """How many columns :func:`columns` lists for ``fields_of(model, names)``."""
+    return _shape(connections[DEFAULT_DB_ALIAS].vendor, model, names)[0]
+
+
+def instance(model: type[M], row: Sequence[Any], start: int = 0, names: tuple[str, ...] | None = None) -> M:
+    """The instance of ``model`` held in ``row[start:]``, columns as ``fields_of(model, names)``
+    (the fields not named are deferred)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    n, attnames, converters = _shape(db.vendor, model, names)
+    values = list(row[start : start + n])
+    for index, col, functions in converters:
         value = values[index]
-        for converter in converters:
-            value = converter(value, col, connection)
+        for function in functions:
+            value = function(value, col, db)
         values[index] = value
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
+    return model.from_db(DEFAULT_DB_ALIAS, attnames, values)
 
 
 def converted(model: type[Model], field_name: str, value: Any) -> Any:
-    """One raw column value converted as the ORM would (e.g. a datetime on SQLite)."""
-    field = model._meta.get_field(field_name)
-    for col, converters in _converters(connection.vendor, model, (field,)):
-        for converter in converters:
-            value = converter(value, col, connection)
+    """One raw column value converted as the ORM would (e.g. a boolean on SQLite)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    for col, functions in _field_converters(db.vendor, model, field_name):
+        for function in functions:
+            value = function(value, col, db)
     return value
+
+
+@cache
+def _field_converters(vendor: str, model: type[Model], field_name: str) -> tuple[tuple[Any, tuple[Converter, ...]], ...]:
+    field = model._meta.get_field(field_name)
+    col = field.get_col(model._meta.db_table)
+    found = tuple(connection.ops.get_db_converters(col)) + tuple(field.get_db_converters(connection))
+    return ((col, found),) if found else ()
 
 
 def prep(model: type[Model], field_name: str, value: Any) -> Any:
@@ -123,34 +145,35 @@ def insert(obj: M) -> M:
     if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
         obj.save()
         return obj
-    fields, sql, returning = _insert_sql(connection.vendor, model)
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]
+    fields, sql, returning = _insert_sql(db.vendor, model)
+    params = [f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         if returning:
             pk = cursor.fetchone()[0]
         else:
-            pk = connection.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column)
+            pk = db.ops.last_insert_id(cursor, model._meta.db_table, model._meta.pk.column)
     obj.pk = pk
     obj._state.adding = False
-    obj._state.db = connection.alias
+    obj._state.db = DEFAULT_DB_ALIAS
     return obj
 
 
 def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
 
 
 def fetchall(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
 def execute(sql: str, params: Sequence[Any]) -> int:
     """Run a write; the number of rows it changed."""
-    with connection.cursor() as cursor:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

@@ -157,7 +157,7 @@ def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
 
 def _item_from_row(row: tuple) -> Item:  # type: ignore[type-arg]
     """An ``Item`` from a raw row in ``concrete_fields`` order, with each field's DB converters applied."""
-    return rows.instance(Item, rows.fields_of(Item), row)
+    return rows.instance(Item, row)
 
 
 def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None:
@@ -249,9 +249,8 @@ def _lock_sql(vendor: str) -> str:
 
 @cache
 def _held_sql(vendor: str) -> str:
-    assignment, item = rows.fields_of(Assignment), rows.fields_of(Item)
     return (
-        f"SELECT a.{rows.q('status')}, {rows.columns(Assignment, 'a', assignment)}, {rows.columns(Item, 'i', item)} "
+        f"SELECT a.{rows.q('status')}, {rows.columns(Assignment, 'a')}, {rows.columns(Item, 'i')} "
         f"FROM {rows.table(Assignment)} a INNER JOIN {rows.table(Item)} i ON i.{rows.q('id')} = a.{rows.q('item_id')} "
         f"WHERE a.{rows.q('participant_id')} = %s ORDER BY a.{rows.q('position')}"
     )
@@ -264,15 +263,15 @@ def _held(participant_id: int) -> tuple[int, int, list[Assignment]]:
     .order_by("position")``; only the open leases become instances.
     """
     found = rows.fetchall(_held_sql(rows.vendor()), [participant_id])
-    assignment_fields, item_fields = rows.fields_of(Assignment), rows.fields_of(Item)
+    item_start = 1 + rows.width(Assignment)
     answered, open_leases = 0, []
     item_cache = Assignment._meta.get_field("item")
     for row in found:
         if row[0] == Assignment.Status.ANSWERED:
             answered += 1
         elif row[0] == Assignment.Status.LEASED:
-            lease = rows.instance(Assignment, assignment_fields, row, 1)
-            item_cache.set_cached_value(lease, rows.instance(Item, item_fields, row, 1 + len(assignment_fields)))
+            lease = rows.instance(Assignment, row, 1)
+            item_cache.set_cached_value(lease, rows.instance(Item, row, item_start))
             open_leases.append(lease)
     return len(found), answered, open_leases
 

@@ -216,9 +216,8 @@ def _assignment_with_item(participant_id: int, token: str) -> Assignment | None:
     row = rows.fetchone(_assignment_sql(rows.vendor()), [participant_id, token])
     if row is None:
         return None
-    assignment_fields = rows.fields_of(Assignment)
-    assignment = rows.instance(Assignment, assignment_fields, row)
-    item = rows.instance(Item, rows.fields_of(Item), row, len(assignment_fields))
+    assignment = rows.instance(Assignment, row)
+    item = rows.instance(Item, row, rows.width(Assignment))
     Assignment._meta.get_field("item").set_cached_value(assignment, item)
     return assignment
 
@@ -226,7 +225,7 @@ def _assignment_with_item(participant_id: int, token: str) -> Assignment | None:
 @cache
 def _assignment_sql(vendor: str) -> str:
     return (
-        f"SELECT {rows.columns(Assignment, 'a', rows.fields_of(Assignment))}, {rows.columns(Item, 'i', rows.fields_of(Item))} "
+        f"SELECT {rows.columns(Assignment, 'a')}, {rows.columns(Item, 'i')} "
         f"FROM {rows.table(Assignment)} a INNER JOIN {rows.table(Item)} i ON i.{rows.q('id')} = a.{rows.q('item_id')} "
         f"WHERE a.{rows.q('participant_id')} = %s AND a.{rows.q('token')} = %s"
     )
