@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from explainers.rules import is_rectifier_module
 
@@ -71,41 +71,83 @@ class _LeafTracer(fx.Tracer):
         )
 
 
-def _fold_batchnorms(graph_module: fx.GraphModule) -> int:
-    """Fold every eval ``Conv2d -> BatchNorm2d`` pair of the graph in place; return how many.
+def _conv_weight_args(node: fx.Node) -> tuple[fx.Node, fx.Node | None] | None:
+    """``(weight, bias)`` nodes of a functional ``conv2d`` whose parameters are attributes."""
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+        return None
+    if bias is not None and not (isinstance(bias, fx.Node) and bias.op == "get_attr"):
+        return None
+    return weight, bias
 
-    A pair folds when the BatchNorm's only input is the convolution's output and nothing else
-    reads that output. The folded convolution is a new module (the original is untouched).
+
+def _set_conv_weight_args(node: fx.Node, weight: fx.Node, bias: fx.Node) -> None:
+    args, kwargs = list(node.args), dict(node.kwargs)
+    for index, name, value in ((1, "weight", weight), (2, "bias", bias)):
+        if len(args) > index:
+            args[index] = value
+        else:
+            kwargs[name] = value
+    node.args, node.kwargs = tuple(args), kwargs
+
+
+def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> int:
+    """Fold every eval ``conv -> BatchNorm2d`` pair of the graph in place; return how many.
+
+    The convolution is an ``nn.Conv2d`` module call or a functional ``conv2d`` on attribute
+    weights (how ``Conv2d`` subclasses such as EfficientNet's static-padding convolution trace).
+    A pair folds when the BatchNorm's only input is the convolution's output, nothing else reads
+    that output, and neither is ``keep``. Folded weights are new tensors (the model is untouched):
+    ``W' = W * s``, ``b' = (b - mu) * s + beta``, ``s = gamma / sqrt(var + eps)``.
     """
+    graph = graph_module.graph
     modules = dict(graph_module.named_modules())
     folded = 0
-    for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+    for node in list(graph.nodes):
+        norm = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(norm, nn.BatchNorm2d) or norm is keep or len(node.args) != 1 or node.kwargs:
             continue
-        producer = node.args[0] if node.args else None
-        if not (
-            isinstance(producer, fx.Node)
-            and len(node.args) == 1
-            and not node.kwargs
-            and producer.op == "call_module"
-            and isinstance(modules.get(producer.target), nn.Conv2d)
-            and len(producer.users) == 1
-        ):
+        if norm.training or not norm.track_running_stats or norm.running_mean is None:
             continue
-        conv, norm = modules[producer.target], modules[node.target]
-        if conv.training or norm.training or not norm.track_running_stats or norm.running_mean is None:
+        producer = node.args[0]
+        if not isinstance(producer, fx.Node) or len(producer.users) != 1:
             continue
-        merged = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
-        for parameter in merged.parameters():
-            parameter.requires_grad_(False)
-        name = f"folded_{folded}_{str(producer.target).replace('.', '_')}"
-        graph_module.add_submodule(name, merged)
-        producer.target = name
+        conv = modules.get(producer.target) if producer.op == "call_module" else None
+        if type(conv) is nn.Conv2d and conv is not keep and not conv.training:
+            merged = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
+            for parameter in merged.parameters():
+                parameter.requires_grad_(False)
+            name = f"folded_{folded}_{str(producer.target).replace('.', '_')}"
+            graph_module.add_submodule(name, merged)
+            producer.target = name
+        elif producer.op == "call_function" and producer.target is torch.conv2d:
+            attrs = _conv_weight_args(producer)
+            if attrs is None:
+                continue
+            weight = graph_module.get_parameter(str(attrs[0].target)) if attrs[0].target else None
+            bias = graph_module.get_parameter(str(attrs[1].target)) if attrs[1] is not None else None
+            new_weight, new_bias = fuse_conv_bn_weights(
+                weight, bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+            )
+            prefix = f"folded_{folded}"
+            graph_module.register_parameter(
+                prefix + "_weight",
+                nn.Parameter(new_weight.detach().contiguous(memory_format=torch.channels_last), requires_grad=False),
+            )
+            graph_module.register_parameter(prefix + "_bias", nn.Parameter(new_bias.detach(), requires_grad=False))
+            with graph.inserting_before(producer):
+                _set_conv_weight_args(producer, graph.get_attr(prefix + "_weight"), graph.get_attr(prefix + "_bias"))
+        else:
+            continue
         node.replace_all_uses_with(producer)
-        graph_module.graph.erase_node(node)
+        graph.erase_node(node)
         folded += 1
-    # No dead-code elimination: it would drop in-place calls whose result is unused.
-    graph_module.graph.lint()
+    # No general dead-code elimination: it would drop in-place calls whose result is unused.
+    for node in list(graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
+    graph.lint()
     graph_module.recompile()
     graph_module.delete_all_unused_submodules()
     return folded
@@ -124,7 +166,7 @@ def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastMod
         return FastModel(model, folded=0, traced=False)
     with torch.inference_mode(False), torch.no_grad():
         graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__ + "Fast")
-        folded = _fold_batchnorms(graph_module)
+        folded = _fold_batchnorms(graph_module, keep)
     return FastModel(graph_module, folded=folded, traced=True)
 
 

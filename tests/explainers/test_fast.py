@@ -189,3 +189,33 @@ def test_deletion_insertion_scores_on_the_fast_copy_match(resnet, images):
         forget(resnet)
         perturbation_curves(resnet, images, [1, 4], maps, **kwargs)
     explain(resnet, images, [1, 4], ["saliency"])
+
+
+class _StaticPadConv(nn.Conv2d):
+    """A ``Conv2d`` subclass from outside ``torch.nn`` (as EfficientNet's static-padding conv):
+    torch.fx traces through it, so the pair to fold is a functional ``conv2d`` and a BatchNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (1, 1, 1, 1)), self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+        )
+
+
+def test_functional_convolutions_fold_but_the_cam_layer_stays():
+    torch.manual_seed(6)
+    model = nn.Sequential(
+        _StaticPadConv(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU6(inplace=True),
+        _StaticPadConv(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    )  # fmt: skip
+    _randomise_batchnorms(model, seed=7).eval()
+    x = torch.randn(2, 3, 16, 16)
+    fast = fast_model(model)
+    assert fast.folded == 2
+    with torch.no_grad():
+        assert max_rel(fast(x), model(x)) <= FORWARD_TOL
+    kept = fast_model(model, keep=model[4])  # the second BatchNorm as the CAM layer: not folded away
+    assert kept.folded == 1
+    maps = explain(model, x, [0, 2], ["gradcam"], "4")
+    exact = explain(model, x, [0, 2], ["gradcam"], "4", fast=False)
+    assert max_rel(maps["gradcam"], exact["gradcam"]) <= FORWARD_TOL
