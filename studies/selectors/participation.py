@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
+from urllib.parse import quote
 
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
+from django.utils.http import RFC3986_SUBDELIMS
 
 from studies.models import Assignment, Item, Participant, Stimulus, Study
 from studies.selectors import rows
@@ -268,6 +270,36 @@ def _sides(study: Study) -> list[str]:
     return ["left", "right"] if study.kind == Study.Kind.TRUST else ["main"]
 
 
+_MARKS = ("zQ7mark0Qz", "zQ7mark1Qz", "zQ7mark2Qz")
+#: What ``reverse`` leaves unquoted in a path (``django.urls.resolvers``).
+_PATH_SAFE = RFC3986_SUBDELIMS + "/~:@"
+
+
+@cache
+def _stimulus_template(script_prefix: str) -> tuple[str, ...]:
+    """``reverse("studies:worker-stimulus")`` cut at its three arguments (per script prefix)."""
+    path = reverse("studies:worker-stimulus", args=list(_MARKS))
+    pieces = []
+    for mark in _MARKS:
+        head, path = path.split(mark, 1)
+        pieces.append(head)
+    return (*pieces, path)
+
+
+def stimulus_path(participant_token: str, assignment_token: str, side: str) -> str:
+    """``reverse("studies:worker-stimulus", args=[...])`` from a cached template.
+
+    Each argument is quoted as ``reverse`` quotes it; an argument ``reverse`` would refuse
+    (empty, or with a ``/`` that the ``str`` converter does not match) goes to ``reverse``
+    itself, which raises ``NoReverseMatch`` as before.
+    """
+    args = (participant_token, assignment_token, side)
+    if not all(args) or any("/" in arg for arg in args):
+        return reverse("studies:worker-stimulus", args=list(args))
+    a, b, c, d = _stimulus_template(get_script_prefix())
+    return f"{a}{quote(args[0], safe=_PATH_SAFE)}{b}{quote(args[1], safe=_PATH_SAFE)}{c}{quote(args[2], safe=_PATH_SAFE)}{d}"
+
+
 def trial_view(
     *, participant: Participant, leases: list[Assignment], answered: int, planned: int, absolute: Any = str
 ) -> TrialView:
@@ -279,9 +311,7 @@ def trial_view(
     current = leases[0]
 
     def url_for_assignment(assignment: Assignment):  # type: ignore[no-untyped-def]
-        return lambda side: absolute(
-            reverse("studies:worker-stimulus", args=[participant.token, assignment.token, side])
-        )
+        return lambda side: absolute(stimulus_path(participant.token, assignment.token, side))
 
     preload = [url_for_assignment(nxt)(side) for nxt in leases[1:] for side in _sides(study)]
     return _view(

@@ -249,8 +249,17 @@ def _lock_sql(vendor: str) -> str:
 
 @cache
 def _held_sql(vendor: str) -> str:
+    """Every assignment's status; the other columns (and the item's) only on open leases, NULL
+    elsewhere, so answered and expired rows cost no decoding."""
+    leased = Assignment.Status.LEASED.value
+    assert leased.isalnum()  # a model constant, written into the SQL as a literal
+    status = f"a.{rows.q('status')}"
+
+    def only_leased(listed: str) -> str:
+        return ", ".join(f"CASE WHEN {status} = '{leased}' THEN {col} END" for col in listed.split(", "))
+
     return (
-        f"SELECT a.{rows.q('status')}, {rows.columns(Assignment, 'a')}, {rows.columns(Item, 'i')} "
+        f"SELECT {status}, {only_leased(rows.columns(Assignment, 'a'))}, {only_leased(rows.columns(Item, 'i'))} "
         f"FROM {rows.table(Assignment)} a INNER JOIN {rows.table(Item)} i ON i.{rows.q('id')} = a.{rows.q('item_id')} "
         f"WHERE a.{rows.q('participant_id')} = %s ORDER BY a.{rows.q('position')}"
     )

@@ -10,11 +10,12 @@ from datetime import timedelta
 
 import pytest
 from django.forms.models import model_to_dict
+from django.urls import NoReverseMatch, reverse, set_script_prefix
 from django.utils import timezone
 
 from studies.models import Assignment, Item, Participant, Response
 from studies.selectors import rows
-from studies.selectors.participation import assignment_for_image, participant_by_token
+from studies.selectors.participation import assignment_for_image, participant_by_token, stimulus_path
 from studies.services.allocation import participant_lock, slot_counts, trial_lease
 from studies.services.participation import PlatformIdentity, participant_consent, participant_enter
 from studies.services.responses import response_record
@@ -112,3 +113,30 @@ def test_image_lookup_loads_the_stimuli_of_the_participants_own_trial():
         assert (mine and (mine.pk, mine.file.name, mine.sha256)) == (theirs and (theirs.pk, theirs.file.name, theirs.sha256))
     assert assignment_for_image(participant_token="someone-else", assignment_token=lease.token) is None
     assert assignment_for_image(participant_token=participant.token, assignment_token="unknown") is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("tok_en-1", "Assign-ment_2", "main"),
+        ("a b", "ü%20x", "left"),
+        ("x;y=z", "~:@!$&'()*+,", "right"),
+    ],
+)
+def test_stimulus_path_equals_reverse(args):
+    assert stimulus_path(*args) == reverse("studies:worker-stimulus", args=list(args))
+
+
+@pytest.mark.parametrize("args", [("", "a", "main"), ("p/q", "a", "main")])
+def test_stimulus_path_refuses_what_reverse_refuses(args):
+    with pytest.raises(NoReverseMatch):
+        stimulus_path(*args)
+
+
+def test_stimulus_path_follows_the_script_prefix():
+    set_script_prefix("/study-site/")
+    try:
+        assert stimulus_path("t", "a", "main") == reverse("studies:worker-stimulus", args=["t", "a", "main"])
+        assert stimulus_path("t", "a", "main").startswith("/study-site/")
+    finally:
+        set_script_prefix("/")
