@@ -19,12 +19,14 @@ when given, is kept as one leaf module so that a forward hook on it still fires.
 ``torch.fx`` cannot trace (data-dependent control flow) runs as it is, with channels-last
 input only.
 
-Copies are cached per model (weakly: the cache never keeps a model alive). The cache key
-includes every parameter's and buffer's storage address and version counter, so
+Copies are cached per model (weakly: the cache never keeps a model alive). A copy is traced
+again when a module or parameter object of the model is replaced; when only values change
+(every parameter's and buffer's storage address and version counter are compared, so
 ``load_state_dict``, ``reset_parameters()``, optimizer steps and any other in-place update
-through the tensors themselves build a new copy. Writes through ``tensor.data`` bypass the
-version counter: call :func:`forget` after such an edit, or pass ``fast=False`` to
-:func:`explainers.explain`.
+through the tensors themselves count) its folded weights are recomputed in place, which costs
+far less than a trace (the sanity checks randomise a model layer by layer). Writes through
+``tensor.data`` bypass the version counter: call :func:`forget` after such an edit, or pass
+``fast=False`` to :func:`explainers.explain`.
 """
 
 from __future__ import annotations
@@ -43,16 +45,47 @@ from explainers.rules import is_rectifier_module
 class FastModel(nn.Module):
     """A prepared copy: ``forward(x) = net(x in channels_last)``; see the module docstring."""
 
-    def __init__(self, net: nn.Module, *, folded: int, traced: bool) -> None:
+    def __init__(self, net: nn.Module, *, folds: list[_Fold] | None = None, traced: bool) -> None:
         super().__init__()
         self.net = net
-        self.folded = folded
+        self.folds = folds or []
         self.traced = traced
+
+    @property
+    def folded(self) -> int:
+        """How many convolution + BatchNorm pairs this copy folded."""
+        return len(self.folds)
+
+    def refresh(self) -> None:
+        """Recompute every folded weight from the model's current convolution and BatchNorm
+        tensors, in place (after ``load_state_dict``, ``reset_parameters()``, ...)."""
+        with torch.inference_mode(False), torch.no_grad():
+            for fold in self.folds:
+                fold.refresh()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+
+@dataclass
+class _Fold:
+    """One folded pair: the model's own tensors (sources) and the copy's folded ones."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    norm: nn.BatchNorm2d
+    folded_weight: torch.Tensor
+    folded_bias: torch.Tensor
+
+    def refresh(self) -> None:
+        norm = self.norm
+        weight, bias = fuse_conv_bn_weights(
+            self.weight, self.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+        )
+        self.folded_weight.copy_(weight)
+        self.folded_bias.copy_(bias)
 
 
 class _LeafTracer(fx.Tracer):
@@ -92,8 +125,8 @@ def _set_conv_weight_args(node: fx.Node, weight: fx.Node, bias: fx.Node) -> None
     node.args, node.kwargs = tuple(args), kwargs
 
 
-def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> int:
-    """Fold every eval ``conv -> BatchNorm2d`` pair of the graph in place; return how many.
+def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> list[_Fold]:
+    """Fold every eval ``conv -> BatchNorm2d`` pair of the graph in place; return the folds.
 
     The convolution is an ``nn.Conv2d`` module call or a functional ``conv2d`` on attribute
     weights (how ``Conv2d`` subclasses such as EfficientNet's static-padding convolution trace).
@@ -103,7 +136,7 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> in
     """
     graph = graph_module.graph
     modules = dict(graph_module.named_modules())
-    folded = 0
+    folds: list[_Fold] = []
     for node in list(graph.nodes):
         norm = modules.get(node.target) if node.op == "call_module" else None
         if not isinstance(norm, nn.BatchNorm2d) or norm is keep or len(node.args) != 1 or node.kwargs:
@@ -118,9 +151,10 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> in
             merged = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
             for parameter in merged.parameters():
                 parameter.requires_grad_(False)
-            name = f"folded_{folded}_{str(producer.target).replace('.', '_')}"
+            name = f"folded_{len(folds)}_{str(producer.target).replace('.', '_')}"
             graph_module.add_submodule(name, merged)
             producer.target = name
+            folds.append(_Fold(conv.weight, conv.bias, norm, merged.weight, merged.bias))
         elif producer.op == "call_function" and producer.target is torch.conv2d:
             attrs = _conv_weight_args(producer)
             if attrs is None:
@@ -130,19 +164,20 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> in
             new_weight, new_bias = fuse_conv_bn_weights(
                 weight, bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
             )
-            prefix = f"folded_{folded}"
-            graph_module.register_parameter(
-                prefix + "_weight",
-                nn.Parameter(new_weight.detach().contiguous(memory_format=torch.channels_last), requires_grad=False),
+            prefix = f"folded_{len(folds)}"
+            folded_weight = nn.Parameter(
+                new_weight.detach().contiguous(memory_format=torch.channels_last), requires_grad=False
             )
-            graph_module.register_parameter(prefix + "_bias", nn.Parameter(new_bias.detach(), requires_grad=False))
+            folded_bias = nn.Parameter(new_bias.detach(), requires_grad=False)
+            graph_module.register_parameter(prefix + "_weight", folded_weight)
+            graph_module.register_parameter(prefix + "_bias", folded_bias)
             with graph.inserting_before(producer):
                 _set_conv_weight_args(producer, graph.get_attr(prefix + "_weight"), graph.get_attr(prefix + "_bias"))
+            folds.append(_Fold(weight, bias, norm, folded_weight, folded_bias))
         else:
             continue
         node.replace_all_uses_with(producer)
         graph.erase_node(node)
-        folded += 1
     # No general dead-code elimination: it would drop in-place calls whose result is unused.
     for node in list(graph.nodes):
         if node.op == "get_attr" and not node.users:
@@ -150,7 +185,7 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> in
     graph.lint()
     graph_module.recompile()
     graph_module.delete_all_unused_submodules()
-    return folded
+    return folds
 
 
 def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
@@ -163,20 +198,26 @@ def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastMod
     try:
         graph = _LeafTracer(keep).trace(model)
     except Exception:  # any tracing failure means "run the model as it is"
-        return FastModel(model, folded=0, traced=False)
+        return FastModel(model, traced=False)
     with torch.inference_mode(False), torch.no_grad():
         graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__ + "Fast")
-        folded = _fold_batchnorms(graph_module, keep)
-    return FastModel(graph_module, folded=folded, traced=True)
+        folds = _fold_batchnorms(graph_module, keep)
+    return FastModel(graph_module, folds=folds, traced=True)
 
 
 @dataclass
 class _Entry:
-    key: tuple
+    structure: tuple
+    state: tuple
     fast: FastModel
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int, _Entry]] = weakref.WeakKeyDictionary()
+
+
+def _structure_key(model: nn.Module) -> tuple:
+    """Identity of every module and parameter object: a change means the trace is stale."""
+    return tuple(id(m) for m in model.modules()) + tuple(id(p) for p in model.parameters())
 
 
 def _state_key(model: nn.Module) -> tuple:
@@ -192,13 +233,16 @@ def fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
     if isinstance(model, FastModel):
         return model
     if any(module.training for module in model.modules()):
-        return FastModel(model, folded=0, traced=False)  # BatchNorm uses batch statistics: no folding
-    key = _state_key(model)
+        return FastModel(model, traced=False)  # BatchNorm uses batch statistics: no folding
+    structure, state = _structure_key(model), _state_key(model)
     per_layer = _CACHE.setdefault(model, {})
     entry = per_layer.get(id(keep))
-    if entry is None or entry.key != key:
-        entry = _Entry(key=key, fast=build_fast_model(model, keep))
+    if entry is None or entry.structure != structure:
+        entry = _Entry(structure=structure, state=state, fast=build_fast_model(model, keep))
         per_layer[id(keep)] = entry
+    elif entry.state != state:  # same modules, new values: refold without tracing again
+        entry.fast.refresh()
+        entry.state = state
     return entry.fast
 
 
