@@ -57,10 +57,12 @@ from django.utils import timezone
 
 from studies.models import ClassifierModel, EvaluationResult, Image, Item, Job, Study
 from studies.services.plan import PrepareInputError, class_index, study_models
+from studies.services.prepare import chunk_max_attempts, job_attempt_start
 
 logger = logging.getLogger(__name__)
 
 ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
+EVALUATE_ATTEMPT_KEY = "evaluate"  # the whole evaluation is one unit in Job.chunk_attempts
 SANITY_METRIC = "sanity_similarity"
 SETTING_KEYS = ("steps", "baseline", "score", "sanity_units", "sanity_steps", "batch_size", "explain_batch")
 #: Whether a larger value is better, for every metric this module stores (before ``:A``/``:B``).
@@ -265,6 +267,18 @@ def evaluation_job_run(*, job_id: int, **overrides: Any) -> Job:
         raise EvaluationRefused(f"job {job_id} is a {job.kind} job, not an evaluate job")
     if job.status not in ACTIVE:
         return job
+    attempts = job_attempt_start(job_id=job_id, key=EVALUATE_ATTEMPT_KEY)  # committed before the work
+    if attempts is None:
+        return Job.objects.get(pk=job_id)
+    limit = chunk_max_attempts()
+    if attempts > limit:
+        _job_end(job_id, Job.Status.FAILED, stage="failed", error=(
+            f"the evaluation of study {job.study_id} was started {attempts - 1} times and never finished "
+            "(its worker died each time, e.g. out of memory); not run again.\n"
+            f"Given up after XAISTUDY_CHUNK_MAX_ATTEMPTS={limit}. Evaluate fewer images or give the gpu worker "
+            "more memory, then start the evaluation again."
+        ))  # fmt: skip
+        return Job.objects.get(pk=job_id)
     Job.objects.filter(pk=job_id).update(status=Job.Status.RUNNING, stage="start", started_at=timezone.now(),
                                          error="", updated_at=timezone.now())  # fmt: skip
     try:

@@ -387,14 +387,19 @@ def chunk_key(chunk: Chunk) -> str:
 
 
 def chunk_attempt_start(*, job_id: int, chunk: Chunk) -> int | None:
-    """Count one more start of ``chunk`` and return the count (None if the job is no longer active).
+    """Count one more start of ``chunk``; see :func:`job_attempt_start`."""
+    return job_attempt_start(job_id=job_id, key=chunk_key(chunk))
+
+
+def job_attempt_start(*, job_id: int, key: str) -> int | None:
+    """Count one more start of the job's unit ``key`` and return the count (None if the job is
+    no longer active).
 
     Runs in its own transaction, committed before the caller does any heavy work, so that a
     worker killed during the computation leaves the attempt counted. (Inside an outer atomic
     block, as in a non-transactional test, it is only a savepoint.) The job row is locked, so
     concurrent chunks of one job never lose each other's counts.
     """
-    key = chunk_key(chunk)
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.status not in ACTIVE:

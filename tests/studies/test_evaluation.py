@@ -207,6 +207,46 @@ def test_job_failure_keeps_the_cause_and_the_study_status(study, django_capture_
     assert study.status == Study.Status.DRAFT
 
 
+class WorkerLost(BaseException):
+    """Stands in for SIGKILL: not an ``Exception``, so no handler in the job runner runs after it."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_evaluation_that_kills_its_worker_every_time_is_given_up(study, settings, monkeypatch):
+    from studies.services import evaluation
+    from studies.tasks import gpu_evaluate_study
+
+    settings.XAISTUDY_CHUNK_MAX_ATTEMPTS = 2
+    job = study_evaluation_start(study_id=study.pk, enqueue=False)
+    calls: list[int] = []
+
+    def dies(**kwargs: object) -> object:
+        calls.append(1)
+        raise WorkerLost
+
+    monkeypatch.setattr(evaluation, "study_evaluate", dies)
+    for attempt in (1, 2):  # each delivery the way Celery redelivers it: the task entry point
+        with pytest.raises(WorkerLost):
+            gpu_evaluate_study(job.pk)
+        job.refresh_from_db()  # counted and committed before the work, so the "crash" kept it
+        assert job.chunk_attempts == {"evaluate": attempt}
+        assert job.status == Job.Status.RUNNING
+    assert gpu_evaluate_study(job.pk) == Job.Status.FAILED  # delivery N+1: not run again
+    assert len(calls) == 2
+    job.refresh_from_db()
+    assert job.error.splitlines()[0] == (
+        f"the evaluation of study {study.pk} was started 2 times and never finished "
+        "(its worker died each time, e.g. out of memory); not run again."
+    )
+    assert "XAISTUDY_CHUNK_MAX_ATTEMPTS=2" in job.error
+    assert gpu_evaluate_study(job.pk) == Job.Status.FAILED  # a later redelivery does nothing
+    assert len(calls) == 2
+    assert not EvaluationResult.objects.filter(study=study).exists()
+    fresh = study_evaluation_start(study_id=study.pk, enqueue=False)  # a new evaluation starts afresh
+    assert fresh.pk != job.pk
+    assert fresh.chunk_attempts in ({}, None)
+
+
 def test_command_prints_the_table(study, capsys):
     call_command("evaluate_study", study.slug, "--steps", "4", "--max-images", "1")
     out = capsys.readouterr().out
