@@ -116,7 +116,7 @@ def main() -> None:
     for name, profiler in profilers.items():
         for order in ("cumulative", "tottime"):
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(args.top)
+            pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(args.top)
             print(f"=== {name} by {order} (CPU seconds, cProfile overhead included)\n{out.getvalue()}")
 
 
