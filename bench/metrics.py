@@ -196,6 +196,13 @@ def compare(model, inputs, targets, maps, masks, steps, gradcam, sub) -> None:
         ]
     )
     rows.append((f"deletion curve ({steps} steps, zero)", ours, theirs))
+    _, exact = timed(
+        lambda: [
+            deletion_insertion(model, inputs, targets, v, steps=steps, baseline="zero", batch_size=256, fast=False)
+            for v in saliency.values()
+        ]
+    )
+    rows.append(("  the same, fast=False (model as given)", exact, theirs))
 
     _, ours = timed(lambda: [pointing_game(v, masks, tolerance=0) for v in saliency.values()])
     pg = quantus.PointingGame(abs=False, normalise=False, disable_warnings=True)
