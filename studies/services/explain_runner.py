@@ -134,6 +134,7 @@ def explain_chunk(
     *,
     options: Mapping[str, Mapping[str, Any]],
     display_size: int,
+    exact: bool = False,
 ) -> dict[tuple[int, str, int], bytes]:
     """Explain a chunk in one ``explain`` call and render every map to PNG.
 
@@ -144,6 +145,7 @@ def explain_chunk(
         methods: engine method names (all computed in the same call).
         options: per-method options for ``explain``.
         display_size: side of the rendered PNGs.
+        exact: run the model as given (``explain(..., fast=False)``), not the engine's fast copy.
 
     Returns:
         ``{(image_id, method, target_class): png_bytes}``.
@@ -156,7 +158,8 @@ def explain_chunk(
     padded = torch.tensor([list(t) + [t[-1]] * (k - len(t)) for t in targets], dtype=torch.long)
     used = {m: dict(options.get(m, {})) for m in methods if options.get(m)}
     try:
-        maps = explain(loaded.model, _normalize(model, x01), padded, list(methods), layer, options=used or None)
+        maps = explain(loaded.model, _normalize(model, x01), padded, list(methods), layer, options=used or None,
+                       fast=not exact)
     except ValueError as exc:
         raise PrepareInputError(f"model {model.name!r}, methods {list(methods)}: {exc}") from exc
     out: dict[tuple[int, str, int], bytes] = {}

@@ -51,7 +51,7 @@ from studies.services.stimuli import StimulusKey, settings_hash, stimulus_settin
 CATCH_ITEM_METHOD = "catch"  # trust catch/practice items (stimulus methods below)
 CATCH_BOX = "catch_box"
 CATCH_BACKGROUND = "catch_background"
-RESERVED_OPTION_KEYS = frozenset({"display_size", "class_map", "chunk_size", "top_k"})
+RESERVED_OPTION_KEYS = frozenset({"display_size", "class_map", "chunk_size", "top_k", "exact"})
 DEFAULT_CHUNK_SIZE = 8
 DEFAULT_TOP_K = 5
 MIN_DISPLAY_SIZE = 224
@@ -100,6 +100,13 @@ def method_options(study: Study, method: str) -> dict[str, Any]:
     """Per-method options for ``explain`` from ``Study.explainer_options`` (reserved keys excluded)."""
     value = (study.explainer_options or {}).get(method, {})
     return dict(value) if isinstance(value, dict) else {}
+
+
+def exact_maps(study: Study) -> bool:
+    """``explainer_options["exact"]``: compute the maps on the model exactly as given
+    (``explain(..., fast=False)``) instead of the engine's fast copy, which agrees to float
+    rounding (docs/explainers.md). Part of the stimulus key, so switching it makes new stimuli."""
+    return bool((study.explainer_options or {}).get("exact"))
 
 
 def display_size(study: Study) -> int:
@@ -265,13 +272,15 @@ def item_slots(study: Study, items: Iterable[Item] | None = None) -> list[Slot]:
     """Every stimulus slot of the study's items with the key it must be filled from."""
     models = study_models(study)
     size = display_size(study)
+    exact = exact_maps(study)
     items = study.items.all() if items is None else items
     slots: list[Slot] = []
     settings_cache: dict[tuple[int, str], tuple[dict[str, Any], str]] = {}
 
     def key_for(item: Item, model: ClassifierModel, method: str) -> tuple[StimulusKey, dict[str, Any]]:
         if (model.pk, method) not in settings_cache:
-            settings = stimulus_settings(model=model, method=method, options=method_options(study, method), display_size=size)
+            settings = stimulus_settings(model=model, method=method, options=method_options(study, method),
+                                         display_size=size, exact=exact)
             settings_cache[(model.pk, method)] = (settings, settings_hash(settings))
         settings, digest = settings_cache[(model.pk, method)]
         return StimulusKey(item.image_id, model.pk, method, item.target_class, digest), settings

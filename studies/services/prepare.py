@@ -61,6 +61,7 @@ from studies.services.plan import (
     Slot,
     chunk_slots,
     display_size,
+    exact_maps,
     item_slots,
     items_link,
     method_options,
@@ -353,7 +354,7 @@ def prepare_chunk_stage(*, job_id: int, model_id: int, image_ids: list[int]) -> 
         methods = list(dict.fromkeys(s.key.method for s in explained))
         options = {m: method_options(study, m) for m in methods}
         rendered = explain_runner.explain_chunk(model, [images[i] for i in order], targets, methods,
-                                                options=options, display_size=size)
+                                                options=options, display_size=size, exact=exact_maps(study))
     created = 0
     links: list[tuple[Slot, int]] = []
     for slot in slots:

@@ -47,11 +47,12 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
 
 
 def stimulus_settings(*, model: ClassifierModel, method: str, options: Mapping[str, Any] | None = None,
-                      display_size: int) -> dict[str, Any]:
+                      display_size: int, exact: bool = False) -> dict[str, Any]:
     """Everything that shapes a model's stimulus for ``method`` (hashed into the key).
 
     Catch/practice renderings (methods ``catch_*``) do not depend on the network, only on the
-    image, the box and the display size.
+    image, the box and the display size. ``exact`` (maps from the model as given, not the fast
+    copy) is recorded only when set, so the keys of existing stimuli stay as they were.
     """
     if method.startswith("catch_"):
         return {"method": method, "display_size": display_size, "render_version": RENDER_VERSION}
@@ -66,7 +67,7 @@ def stimulus_settings(*, model: ClassifierModel, method: str, options: Mapping[s
         "std": list(model.std),
         "display_size": display_size,
         "render_version": RENDER_VERSION,
-    }
+    } | ({"exact": True} if exact else {})
 
 
 @dataclass(frozen=True)

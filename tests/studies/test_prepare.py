@@ -377,3 +377,40 @@ def test_stimuli_do_not_betray_their_method_by_file_properties(tmp_path: Path) -
         picture = PILImage.open(io.BytesIO(data))
         seen[row.method] = (picture.size, picture.mode, _png_layout(data), tuple(sorted(picture.info)))
     assert set(seen.values()) == {((96, 96), "RGB", ((96, 96, 8, 2, 0, 0, 0), ("IHDR", "IDAT", "IEND")), ())}, seen
+
+
+def test_exact_option_runs_the_model_as_given_and_keys_new_stimuli(discrimination: Study, monkeypatch) -> None:
+    """``explainer_options["exact"]``: maps from the model as given (``fast=False``), stored
+    under new keys beside the fast-copy stimuli; catch renderings do not depend on it."""
+    from studies.services import explain_runner
+
+    calls: list[bool] = []
+    real_explain = explain_runner.explain
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("fast", True)))
+        return real_explain(*args, **kwargs)
+
+    monkeypatch.setattr(explain_runner, "explain", spy)
+    assert prepare_inline(study_id=discrimination.pk).status == Job.Status.DONE
+    assert calls
+    assert all(calls)  # the default: the fast copy
+    explained = Stimulus.objects.exclude(method__startswith="catch_")
+    fast_keys = set(explained.values_list("settings_hash", flat=True))  # one per (model, method)
+    n_explained = explained.count()
+    assert not any("exact" in s for s in explained.values_list("settings", flat=True))
+    n_catch = Stimulus.objects.filter(method__startswith="catch_").count()
+
+    calls.clear()
+    discrimination.explainer_options = {**discrimination.explainer_options, "exact": True}
+    discrimination.status = Study.Status.DRAFT
+    discrimination.save(update_fields=["explainer_options", "status"])
+    assert prepare_inline(study_id=discrimination.pk).status == Job.Status.DONE
+    assert calls
+    assert not any(calls)  # fast=False on every call
+    exact_rows = Stimulus.objects.exclude(method__startswith="catch_").exclude(settings_hash__in=fast_keys)
+    assert exact_rows.count() == n_explained
+    assert all(s["exact"] is True for s in exact_rows.values_list("settings", flat=True))
+    assert Stimulus.objects.filter(method__startswith="catch_").count() == n_catch  # reused
+    linked = set(discrimination.items.filter(role=Item.Role.MAIN).values_list("stimulus_a__settings_hash", flat=True))
+    assert linked.isdisjoint(fast_keys)
