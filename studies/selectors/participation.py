@@ -80,22 +80,7 @@ def participant_by_token(token: str) -> Participant | None:
     """
     if not token or len(token) > 64:
         return None
-    row = rows.fetchone(_by_token_sql(rows.vendor()), [token])
-    if row is None:
-        return None
-    participant = rows.instance(Participant, row)
-    study = rows.instance(Study, row, rows.width(Participant))
-    Participant._meta.get_field("study").set_cached_value(participant, study)
-    return participant
-
-
-@cache
-def _by_token_sql(vendor: str) -> str:
-    return (
-        f"SELECT {rows.columns(Participant, 'p')}, {rows.columns(Study, 's')} "
-        f"FROM {rows.table(Participant)} p INNER JOIN {rows.table(Study)} s ON s.{rows.q('id')} = p.{rows.q('study_id')} "
-        f"WHERE p.{rows.q('token')} = %s"
-    )
+    return rows.fetch_with_related(Participant, "study", token=token)
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,34 @@ def insert(obj: M) -> M:
     return obj
 
 
+@cache
+def _with_related_sql(vendor: str, model: type[Model], relation: str, where: tuple[str, ...]) -> str:
+    field = model._meta.get_field(relation)
+    other = field.related_model
+    conditions = " AND ".join(f"a.{q(model._meta.get_field(name).column)} = %s" for name in where)
+    return (
+        f"SELECT {columns(model, 'a')}, {columns(other, 'b')} FROM {table(model)} a "
+        f"INNER JOIN {table(other)} b ON b.{q(other._meta.pk.column)} = a.{q(field.column)} WHERE {conditions}"
+    )
+
+
+def fetch_with_related(model: type[M], relation: str, **where: Any) -> M | None:
+    """The one ``model`` row matching ``where`` (field = value, ANDed), with its forward foreign
+    key ``relation`` loaded as ``select_related(relation)`` does; ``None`` if there is none.
+
+    The same instances as ``model.objects.select_related(relation).filter(**where).first()``
+    for a ``where`` that names a unique row.
+    """
+    names = tuple(where)
+    row = fetchone(_with_related_sql(vendor(), model, relation, names), [where[name] for name in names])
+    if row is None:
+        return None
+    obj = instance(model, row)
+    field = model._meta.get_field(relation)
+    field.set_cached_value(obj, instance(field.related_model, row, width(model)))
+    return obj
+
+
 def fetchone(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(sql, params)

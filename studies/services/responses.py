@@ -213,22 +213,7 @@ def _assignment_with_item(participant_id: int, token: str) -> Assignment | None:
     The same as ``Assignment.objects.select_related("item").filter(participant_id=..., token=...)
     .first()`` (the token is unique).
     """
-    row = rows.fetchone(_assignment_sql(rows.vendor()), [participant_id, token])
-    if row is None:
-        return None
-    assignment = rows.instance(Assignment, row)
-    item = rows.instance(Item, row, rows.width(Assignment))
-    Assignment._meta.get_field("item").set_cached_value(assignment, item)
-    return assignment
-
-
-@cache
-def _assignment_sql(vendor: str) -> str:
-    return (
-        f"SELECT {rows.columns(Assignment, 'a')}, {rows.columns(Item, 'i')} "
-        f"FROM {rows.table(Assignment)} a INNER JOIN {rows.table(Item)} i ON i.{rows.q('id')} = a.{rows.q('item_id')} "
-        f"WHERE a.{rows.q('participant_id')} = %s AND a.{rows.q('token')} = %s"
-    )
+    return rows.fetch_with_related(Assignment, "item", participant_id=participant_id, token=token)
 
 
 @cache
