@@ -267,14 +267,15 @@ def explain(
             cam_layer = resolve_layer(model, layer, example=images) if _cams_needed(shared) else None
             runner = fast_model(model, keep=cam_layer[1] if cam_layer else None) if fast else model
             results.update(_shared_pass(runner, images, classes, shared, cam_layer, autocast_dtype, layer_maps))
-        runner = fast_model(model) if fast else model
-        for name in names:
+        own_passes = [name for name in names if name in _SAMPLED or name in _PERTURBATION]
+        runner = fast_model(model) if fast and own_passes else model  # built only when used
+        for name in own_passes:
             if name in _SAMPLED:
                 results[name] = torch.stack([
                     _SAMPLED[name](runner, images, classes[:, k], autocast_dtype=autocast_dtype, **kwargs[name])
                     for k in range(classes.shape[1])
                 ], dim=1)
-            elif name in _PERTURBATION:
+            else:
                 results[name] = _PERTURBATION[name](
                     runner, images, classes, autocast_dtype=autocast_dtype, **kwargs[name]
                 )

@@ -104,13 +104,24 @@ class _LeafTracer(fx.Tracer):
         )
 
 
-def _conv_weight_args(node: fx.Node) -> tuple[fx.Node, fx.Node | None] | None:
-    """``(weight, bias)`` nodes of a functional ``conv2d`` whose parameters are attributes."""
-    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
-    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+def _attribute_tensor(graph_module: fx.GraphModule, node: object) -> torch.Tensor | None:
+    """The tensor a ``get_attr`` node reads (a parameter or a buffer), else ``None``."""
+    if not (isinstance(node, fx.Node) and node.op == "get_attr"):
         return None
-    if bias is not None and not (isinstance(bias, fx.Node) and bias.op == "get_attr"):
+    value: object = graph_module
+    for part in str(node.target).split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _conv_weights(graph_module: fx.GraphModule, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``(weight, bias)`` tensors of a functional ``conv2d`` that reads them from attributes,
+    or ``None`` when either is computed in the forward (then the pair is not folded)."""
+    weight_node = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    bias_node = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    weight = _attribute_tensor(graph_module, weight_node)
+    bias = None if bias_node is None else _attribute_tensor(graph_module, bias_node)
+    if weight is None or (bias_node is not None and bias is None):
         return None
     return weight, bias
 
@@ -156,11 +167,10 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> li
             producer.target = name
             folds.append(_Fold(conv.weight, conv.bias, norm, merged.weight, merged.bias))
         elif producer.op == "call_function" and producer.target is torch.conv2d:
-            attrs = _conv_weight_args(producer)
-            if attrs is None:
+            tensors = _conv_weights(graph_module, producer)
+            if tensors is None:
                 continue
-            weight = graph_module.get_parameter(str(attrs[0].target)) if attrs[0].target else None
-            bias = graph_module.get_parameter(str(attrs[1].target)) if attrs[1] is not None else None
+            weight, bias = tensors
             new_weight, new_bias = fuse_conv_bn_weights(
                 weight, bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
             )

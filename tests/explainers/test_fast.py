@@ -226,3 +226,38 @@ def test_functional_convolutions_fold_but_the_cam_layer_stays():
     maps = explain(model, x, [0, 2], ["gradcam"], "4")
     exact = explain(model, x, [0, 2], ["gradcam"], "4", fast=False)
     assert max_rel(maps["gradcam"], exact["gradcam"]) <= FORWARD_TOL
+
+
+class _BufferWeightConv(nn.Module):
+    """A convolution whose weight is a registered buffer, not a parameter (frozen models do this)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(8, 3, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, self.weight, None, 1, 1)
+
+
+def test_buffer_weights_fold_too():
+    torch.manual_seed(8)
+    model = nn.Sequential(_BufferWeightConv(), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3))  # fmt: skip
+    _randomise_batchnorms(model, seed=10).eval()
+    x = torch.randn(2, 3, 12, 12)
+    fast = fast_model(model)
+    assert fast.folded == 1
+    with torch.no_grad():
+        assert max_rel(fast(x), model(x)) <= FORWARD_TOL
+        model[0].weight.mul_(-1)  # an in-place change of the buffer refolds
+        assert max_rel(fast_model(model)(x), model(x)) <= FORWARD_TOL
+
+
+def test_only_the_copies_a_call_uses_are_built(resnet, images):
+    from explainers.fast import _CACHE
+
+    forget(resnet)
+    explain(resnet, images, [0, 1], ["gradcam", "guided_backprop"], "layer4")
+    assert set(_CACHE[resnet]) == {id(resnet.layer4)}  # no second, fully folded copy for nothing
+    explain(resnet, images, [0, 1], ["occlusion"], options={"occlusion": {"window": 32, "stride": 32}})
+    assert set(_CACHE[resnet]) == {id(resnet.layer4), id(None)}
