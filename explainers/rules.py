@@ -9,10 +9,11 @@ Mechanism (chosen over module hooks, which miss functional calls):
   ``torch.relu_``, ``Tensor.relu``, ``Tensor.relu_``, ``F.hardtanh`` with
   ``min_val == 0`` (a capped ReLU such as ReLU6), and ``clamp`` / ``clip`` / ``clamp_min``
   (function, method or in place) with a lower bound of exactly 0 and no upper bound or a
-  positive one. In-place calls stay in place, so reused in-place modules (torchvision ResNet, EfficientNet-Lite) behave exactly as
-  without the mode; the model is never edited.
+  positive one. In-place calls stay in place, so reused in-place modules (torchvision
+  ResNet, EfficientNet-Lite) behave exactly as without the mode; the model is never edited.
 * Each intercepted call runs :class:`_RuledRectifier`, an autograd function that
-  saves its *output* (as PyTorch's own ``relu`` does) and whose backward reads the
+  saves its *output* (as PyTorch's own ``relu`` does; a ``clamp`` spelling saves its
+  input's closed-interval mask, as ``clamp``'s own backward uses) and whose backward reads the
   mutable :class:`RuleState` **at backward time**. One forward graph can therefore
   serve a plain backward, then a guided one, then a deconvnet one
   (``retain_graph=True``) -- the Zennit "active flag" idea, applied to every

@@ -60,17 +60,6 @@ def data():
     return images, torch.tensor([1, 4])
 
 
-def test_every_rectifier_spelling_gets_the_guided_rule(data):
-    images, targets = data
-    maps = explain(FunctionalNet(), images, targets, ["guided_backprop", "saliency"])
-    ref_model = FunctionalNet(reference=True)
-    x = images.clone().requires_grad_(True)
-    logits = ref_model(x)
-    (ref,) = torch.autograd.grad(logits, x, F.one_hot(targets, 5).float())
-    torch.testing.assert_close(maps["guided_backprop"], ref, rtol=1e-5, atol=1e-7)
-    assert not torch.allclose(maps["saliency"], ref)  # plain backward differs
-
-
 class ClampNet(nn.Module):
     """Rectifiers spelled as clamps: ``torch.clamp(min=0)``, ``clamp_min``, ``clip``, in place,
     capped; plus a clamp with a negative bound, which is not a rectifier and keeps its gradient."""
@@ -99,37 +88,35 @@ class ClampNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def test_clamp_spellings_get_the_guided_rule(data):
-    images, targets = data
-    maps = explain(ClampNet(), images, targets, ["guided_backprop"])
+def _input_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Plain autograd ``d y_target / d x`` (the independent reference)."""
     x = images.clone().requires_grad_(True)
-    (ref,) = torch.autograd.grad(ClampNet(reference=True)(x), x, F.one_hot(targets, 5).float())
+    (grad,) = torch.autograd.grad(model(x), x, F.one_hot(targets, 5).float())
+    return grad
+
+
+@pytest.mark.parametrize("net", [FunctionalNet, ClampNet], ids=["relu-spellings", "clamp-spellings"])
+def test_every_rectifier_spelling_gets_the_guided_rule(data, net):
+    images, targets = data
+    maps = explain(net(), images, targets, ["guided_backprop", "saliency"])
+    ref = _input_gradient(net(reference=True), images, targets)
     torch.testing.assert_close(maps["guided_backprop"], ref, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(maps["saliency"], ref)  # plain backward differs
 
 
-def test_plain_backward_through_ruled_clamps_equals_autograd_exactly(data):
+@pytest.mark.parametrize("net", [FunctionalNet, ClampNet], ids=["relu-spellings", "clamp-spellings"])
+def test_plain_backward_through_ruled_forward_equals_autograd(data, net):
     images, targets = data
-    model = ClampNet()
+    model = net()
+    # shared, ruled forward; fast=False: bit-for-bit equality needs the same kernels (no channels-last)
     maps = explain(model, images, targets, ["saliency", "guided_backprop"], fast=False)
-    x = images.clone().requires_grad_(True)
-    (ref,) = torch.autograd.grad(model(x), x, F.one_hot(targets, 5).float())
-    torch.testing.assert_close(maps["saliency"], ref, rtol=0, atol=0)
+    torch.testing.assert_close(maps["saliency"], _input_gradient(model, images, targets), rtol=0, atol=0)
 
 
 def test_deconvnet_ignores_forward_mask_on_functional_relus(data):
     images, targets = data
     maps = explain(FunctionalNet(), images, targets, ["deconvnet", "guided_backprop"])
     assert not torch.allclose(maps["deconvnet"], maps["guided_backprop"])
-
-
-def test_plain_backward_through_ruled_forward_equals_autograd(data):
-    images, targets = data
-    model = FunctionalNet()
-    # shared, ruled forward; fast=False: bit-for-bit equality needs the same kernels (no channels-last)
-    maps = explain(model, images, targets, ["saliency", "guided_backprop"], fast=False)
-    x = images.clone().requires_grad_(True)
-    (ref,) = torch.autograd.grad(model(x), x, F.one_hot(targets, 5).float())
-    torch.testing.assert_close(maps["saliency"], ref, rtol=0, atol=0)
 
 
 class _SneakyReLU(nn.ReLU):
