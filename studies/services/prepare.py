@@ -76,7 +76,6 @@ logger = logging.getLogger(__name__)
 
 ACTIVE = (Job.Status.PENDING, Job.Status.RUNNING)
 STALL_AFTER = timedelta(minutes=10)
-DEFAULT_CHUNK_MAX_ATTEMPTS = 3
 
 
 class PrepareRefused(ValueError):
@@ -379,7 +378,7 @@ def prepare_chunk_stage(*, job_id: int, model_id: int, image_ids: list[int]) -> 
 
 def chunk_max_attempts() -> int:
     """How many times a chunk may start before it fails its job (``XAISTUDY_CHUNK_MAX_ATTEMPTS``, >= 1)."""
-    return max(1, int(getattr(settings, "XAISTUDY_CHUNK_MAX_ATTEMPTS", DEFAULT_CHUNK_MAX_ATTEMPTS)))
+    return max(1, int(settings.XAISTUDY_CHUNK_MAX_ATTEMPTS))
 
 
 def chunk_key(chunk: Chunk) -> str:

@@ -188,8 +188,9 @@ def test_chunk_that_always_kills_its_worker_fails_the_job(celery_worker_process,
     import signal
 
     from studies.services.plan import study_chunks
-    from studies.services.prepare import DEFAULT_CHUNK_MAX_ATTEMPTS, chunk_key
+    from studies.services.prepare import chunk_key, chunk_max_attempts
 
+    limit = chunk_max_attempts()  # the worker process reads the same settings
     study = _study("poison", n_images=1, chunk_size=1)
     # one image and one chunk; SmoothGrad with many samples keeps the chunk busy for seconds
     Study.objects.filter(pk=study.pk).update(methods=["smoothgrad"], explainer_options={
@@ -197,7 +198,7 @@ def test_chunk_that_always_kills_its_worker_fails_the_job(celery_worker_process,
     job = study_prepare(study_id=study.pk)
     parent = celery_worker_process.process.pid
     key = None
-    for attempt in range(1, DEFAULT_CHUNK_MAX_ATTEMPTS + 1):
+    for attempt in range(1, limit + 1):
         job = _wait(job, lambda j, n=attempt: len(j.chunk_attempts) == 1 and max(j.chunk_attempts.values()) >= n
                     or _finished(j), timeout=120)
         assert job.status == Job.Status.RUNNING, job.error
@@ -208,11 +209,11 @@ def test_chunk_that_always_kills_its_worker_fails_the_job(celery_worker_process,
         os.kill(int(children[0]), signal.SIGKILL)
     job = _wait(job, _finished)
     assert job.status == Job.Status.FAILED
-    assert job.chunk_attempts == {key: DEFAULT_CHUNK_MAX_ATTEMPTS + 1}
+    assert job.chunk_attempts == {key: limit + 1}
     [chunk] = study_chunks(study, only_missing=False)
     assert key == chunk_key(chunk)
     first = job.error.splitlines()[0]
     assert first.startswith(f"chunk {key} of model 'poison' (1 images, ")
-    assert first.endswith(f"was started {DEFAULT_CHUNK_MAX_ATTEMPTS} times and never finished; not computed again")
+    assert first.endswith(f"was started {limit} times and never finished; not computed again")
     assert Study.objects.get(pk=study.pk).status == Study.Status.FAILED
     assert not Stimulus.objects.filter(model=study.model, method="smoothgrad").exists()
