@@ -115,9 +115,11 @@ def _build(n_judgments: int, n_methods: int, n_workers: int, name: str):  # type
         # workers: 2% careless (random answers, fail catch trials), 1% fast
         ("""INSERT INTO studies_participant (study_id, token, platform, platform_worker_id, worker_hash,
                 mturk_assignment_id, mturk_hit_id, mturk_submit_to, prolific_study_id, prolific_session_id, status,
-                consent_version, practice_passed, questionnaire, is_simulated, started_at, completed_at)
+                consent_version, practice_passed, questionnaire, is_simulated, started_at, completed_at,
+                session_key, completion_code, invitation, entry_client)
             SELECT %s, md5(%s || '-p-' || w), 'mturk', 'W' || w, md5('w' || w), 'A' || w, 'HIT', '', '', '',
-                   'completed', '1', true, '{}'::jsonb, false, now() - interval '1 day', now()
+                   'completed', '1', true, '{}'::jsonb, false, now() - interval '1 day', now(),
+                   'A' || w, '', '', ''
             FROM generate_series(0, %s) w""", [sid, sid, n_workers - 1]),
         ("CREATE TEMP TABLE bench_items AS SELECT row_number() OVER (ORDER BY id) - 1 AS k, id, role, method "
          "FROM studies_item WHERE study_id = %s", [sid]),

@@ -1,6 +1,12 @@
 """Django admin: where researchers configure models, pairs, image sets and studies.
 
 Admin classes only present and dispatch; every write goes through a service.
+
+Rights: every custom action declares the model permission it needs (``@admin.action(permissions=...)``):
+``change`` for what starts or stops work (prepare, pilot, evaluate, cancel, resume), ``view``
+for the tidy CSV (hashed worker ids only, no raw platform worker ids). The image-set zip import
+view needs ``add``. Results, plots and exports (``studies/views_results.py``) need
+``studies.view_study``, and raw worker ids also ``studies.export_worker_ids``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from studies.services.importers import (
     records_from_folder,
     zip_extract,
 )
+from studies.wording import wording_errors
 
 #: URL form fields keep Django 5's scheme for bare domains ("example.org/x" -> "http://example.org/x")
 #: stated explicitly, which silences RemovedInDjango60Warning (Django 6 would assume https).
@@ -172,8 +179,118 @@ class ExcludedWorkerInline(admin.TabularInline):
     extra = 0
 
 
+class ExclusionGroupWorkerInline(admin.TabularInline):
+    model = models.ExclusionGroupWorker
+    extra = 0
+    fields = ("platform_worker_id", "reason")
+
+
+class ExclusionImportForm(forms.Form):
+    """Platform ids for an exclusion group: a CSV file (MTurk's or Prolific's export) or pasted text."""
+
+    MAX_BYTES = 5 * 1024 * 1024
+
+    csv_file = forms.FileField(required=False, help_text="a CSV with a WorkerId / participant_id column, or one id per line")
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), help_text="or paste the ids, one per line")
+    platform = forms.ChoiceField(
+        required=False,
+        choices=[("", "either (matched case-insensitively)"), ("mturk", "MTurk"), ("prolific", "Prolific")],
+    )
+    reason = forms.CharField(required=False, max_length=200, help_text="e.g. took the pilot")
+
+    def clean(self) -> dict:  # type: ignore[type-arg]
+        cleaned = super().clean()
+        upload = cleaned.get("csv_file")
+        text = cleaned.get("text") or ""
+        if upload is not None:
+            if upload.size > self.MAX_BYTES:
+                raise forms.ValidationError(f"the file is {upload.size:,} bytes, over the limit of {self.MAX_BYTES:,}")
+            try:
+                text = upload.read().decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise forms.ValidationError("the file is not UTF-8 text") from None
+        if not text.strip():
+            raise forms.ValidationError("choose a CSV file or paste some ids")
+        cleaned["csv_text"] = text
+        return cleaned
+
+
+@admin.register(models.ExclusionGroup)
+class ExclusionGroupAdmin(admin.ModelAdmin):
+    """Related studies sharing one pool of workers; their list is imported from a CSV (change permission)."""
+
+    list_display = ("name", "n_workers", "n_studies", "created_at")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at",)
+    inlines = (ExclusionGroupWorkerInline,)
+    change_form_template = "admin/studies/exclusiongroup/change_form.html"  # adds "Import ids"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[models.ExclusionGroup]:
+        return super().get_queryset(request).annotate(
+            worker_count=Count("workers", distinct=True), study_count=Count("studies", distinct=True)
+        )
+
+    @admin.display(description="listed ids", ordering="worker_count")
+    def n_workers(self, obj: models.ExclusionGroup) -> int:
+        return obj.worker_count
+
+    @admin.display(description="studies", ordering="study_count")
+    def n_studies(self, obj: models.ExclusionGroup) -> int:
+        return obj.study_count
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        extra = [
+            path(
+                "<int:group_id>/import-ids/",
+                self.admin_site.admin_view(self.import_ids_view),
+                name="studies_exclusiongroup_import_ids",
+            )
+        ]
+        return extra + super().get_urls()
+
+    def import_ids_view(self, request: HttpRequest, group_id: int) -> HttpResponse:
+        """Add the platform ids of a CSV to the group's list (nothing is added if any row is bad)."""
+        from django.shortcuts import get_object_or_404
+
+        from studies.services.exclusion import exclusion_group_import
+
+        group = get_object_or_404(models.ExclusionGroup, pk=group_id)
+        if not self.has_change_permission(request, group):
+            return HttpResponse(status=403)
+        form = ExclusionImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            result = exclusion_group_import(group=group, csv_text=form.cleaned_data["csv_text"],
+                                            reason=form.cleaned_data["reason"], platform=form.cleaned_data["platform"])  # fmt: skip
+            if result.errors:
+                shown = result.errors[:20] + ([f"... and {len(result.errors) - 20} more"] if len(result.errors) > 20 else [])
+                form.add_error(None, "Nothing was added: " + "; ".join(shown))
+            else:
+                messages.success(request, f"{group.name}: {result.added} id(s) added, {result.already} already listed.")
+                return HttpResponseRedirect(reverse("admin:studies_exclusiongroup_change", args=[group.pk]))
+        context = {**self.admin_site.each_context(request), "form": form, "group": group, "opts": self.model._meta,
+                   "title": f"Import platform ids into {group.name}"}  # fmt: skip
+        return TemplateResponse(request, "admin/studies/exclusiongroup/import_ids.html", context)
+
+
+class StudyAdminForm(forms.ModelForm):
+    """The study form (the admin builds its Meta from the fieldsets): the wording is checked here,
+    so a template the worker page cannot fill is a form error, never a 500 on a worker page."""
+
+    def clean(self) -> dict:  # type: ignore[type-arg]
+        cleaned = super().clean()
+        if "wording" in cleaned or "question" in cleaned:
+            kind = cleaned.get("kind") or getattr(self.instance, "kind", "")
+            for field, message in wording_errors(kind, cleaned.get("wording"), cleaned.get("question", "")).items():
+                if field in self.fields:
+                    self.add_error(field, message)
+                else:  # pragma: no cover - both fields are on the form
+                    self.add_error(None, f"{field}: {message}")
+        return cleaned
+
+
 @admin.register(models.Study)
 class StudyAdmin(admin.ModelAdmin):
+    form = StudyAdminForm
     formfield_overrides = URL_FIELD_OVERRIDES
     list_display = ("name", "kind", "status", "platform", "n_methods", "progress", "created_at")
     list_filter = ("kind", "status", "platform")
@@ -189,7 +306,8 @@ class StudyAdmin(admin.ModelAdmin):
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
                                "practice_pass_fraction", "lease_seconds", "require_both_correct")}),
         ("Wording", {"fields": ("question", "wording", "consent_text", "consent_version", "instructions", "questionnaire")}),
-        ("Recruiting", {"fields": ("platform", "completion_code", "prolific_completion_url", "seed", "platform_setup")}),
+        ("Recruiting", {"fields": ("platform", "completion_code", "prolific_completion_url", "seed", "platform_setup",
+                                   "exclusion_group", "require_invitation", "entries_per_client", "entry_rate_limit")}),
         ("Analysis and explainers", {"fields": ("explainer_options", "exclusion_rules")}),
         ("Items and progress", {"fields": ("item_summary", "created_at")}),
     )
@@ -200,7 +318,8 @@ class StudyAdmin(admin.ModelAdmin):
             main_items=Count("items", filter=Q(items__role="main")),
         )
 
-    @admin.action(description="Download tidy CSV of the judgments (one row per judgment)")
+    # The tidy CSV holds hashed worker ids and platform assignment/session ids, no raw worker ids.
+    @admin.action(description="Download tidy CSV of the judgments (one row per judgment)", permissions=["view"])
     def export_tidy_csv(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> HttpResponse:
         from studies.exports import streaming_csv_response, tidy_lines_for_studies
 
@@ -208,7 +327,8 @@ class StudyAdmin(admin.ModelAdmin):
         name = f"study-{studies[0].pk}-tidy.csv" if len(studies) == 1 else "studies-tidy.csv"
         return streaming_csv_response(tidy_lines_for_studies(studies), name)
 
-    @admin.action(description="Pilot with simulated workers (5 heatmap_reader participants, flagged simulated)")
+    @admin.action(description="Pilot with simulated workers (5 heatmap_reader participants, flagged simulated)",
+                  permissions=["change"])
     def pilot_simulated(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
         from studies.simulation.pilot import pilot_run
 
@@ -220,7 +340,8 @@ class StudyAdmin(admin.ModelAdmin):
                 continue
             self.message_user(request, f"{study.name}: " + " | ".join(lines[:2] + lines[-1:]), messages.INFO)
 
-    @admin.action(description="Evaluate explanations automatically (metrics, controls, sanity check; gpu queue)")
+    @admin.action(description="Evaluate explanations automatically (metrics, controls, sanity check; gpu queue)",
+                  permissions=["change"])
     def evaluate_explanations(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
         from studies.services.evaluation import EvaluationRefused, study_evaluation_start
 
@@ -232,7 +353,8 @@ class StudyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{study.name}: evaluate job {job.public_id} {job.status}.")
 
-    @admin.action(description="Prepare stimuli (predict, plan items, render heatmaps on the gpu queue)")
+    @admin.action(description="Prepare stimuli (predict, plan items, render heatmaps on the gpu queue)",
+                  permissions=["change"])
     def prepare_stimuli(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
         from studies.services.prepare import PrepareRefused, study_prepare
 
@@ -244,7 +366,7 @@ class StudyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{study.name}: prepare job {job.public_id} {job.status}.")
 
-    @admin.action(description="Cancel stimulus preparation")
+    @admin.action(description="Cancel stimulus preparation", permissions=["change"])
     def cancel_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
         from studies.services.prepare import ACTIVE, job_cancel
 
@@ -252,7 +374,7 @@ class StudyAdmin(admin.ModelAdmin):
             job_cancel(job_id=job.pk)
             self.message_user(request, f"{job.study.name}: preparation cancelled at {job.done}/{job.total}.")
 
-    @admin.action(description="Resume stimulus preparation (re-enqueues what is missing)")
+    @admin.action(description="Resume stimulus preparation (re-enqueues what is missing)", permissions=["change"])
     def resume_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
         from studies.services.prepare import PrepareRefused, job_resume
 
@@ -353,12 +475,37 @@ class ItemAdmin(admin.ModelAdmin):
 
 @admin.register(models.Participant)
 class ParticipantAdmin(admin.ModelAdmin):
+    """Participants as the worker flow made them.
+
+    Never shown: the participant token and the session key, either of which (the session key
+    with the public worker id) lets its holder act as the worker. The raw platform ids (worker
+    id, MTurk assignment, Prolific session) are shown and searchable only with
+    ``studies.export_worker_ids``; everyone else sees the salted worker hash.
+    """
+
     formfield_overrides = URL_FIELD_OVERRIDES
     list_display = ("study", "platform", "worker_hash_short", "status", "is_simulated", "started_at", "completed_at")
     list_filter = ("platform", "status", "is_simulated", "study")
     search_fields = ("platform_worker_id", "worker_hash", "mturk_assignment_id", "prolific_session_id")
     list_select_related = ("study",)
-    readonly_fields = ("token", "worker_hash", "started_at", "completed_at")
+    readonly_fields = ("worker_hash", "started_at", "completed_at")
+    #: Fields never in the form (``token`` is not editable, so it is not in the form either).
+    SECRET_FIELDS = ("session_key",)
+    #: Fields that only users with ``studies.export_worker_ids`` see and search.
+    RAW_ID_FIELDS = ("platform_worker_id", "mturk_assignment_id", "prolific_session_id")
+
+    def _sees_raw_ids(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("studies.export_worker_ids")
+
+    def get_exclude(self, request: HttpRequest, obj: models.Participant | None = None) -> list[str]:
+        hidden = [*(super().get_exclude(request, obj) or ()), *self.SECRET_FIELDS]
+        if not self._sees_raw_ids(request):
+            hidden += self.RAW_ID_FIELDS
+        return hidden
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        fields = tuple(super().get_search_fields(request))
+        return fields if self._sees_raw_ids(request) else tuple(f for f in fields if f not in self.RAW_ID_FIELDS)
 
     @admin.display(description="worker")
     def worker_hash_short(self, obj: models.Participant) -> str:
@@ -382,7 +529,7 @@ class JobAdmin(admin.ModelAdmin):
     def short_error(self, obj: models.Job) -> str:
         return (obj.error.splitlines() or [""])[0][:160]
 
-    @admin.action(description="Cancel the selected jobs")
+    @admin.action(description="Cancel the selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[models.Job]) -> None:
         from studies.services.prepare import job_cancel
 
@@ -390,7 +537,7 @@ class JobAdmin(admin.ModelAdmin):
             job_cancel(job_id=job.pk)
         self.message_user(request, f"Cancelled {queryset.count()} job(s).")
 
-    @admin.action(description="Resume the selected prepare jobs")
+    @admin.action(description="Resume the selected prepare jobs", permissions=["change"])
     def resume_jobs(self, request: HttpRequest, queryset: QuerySet[models.Job]) -> None:
         from studies.services.prepare import PrepareRefused, job_resume
 

@@ -45,13 +45,16 @@ from django.http import StreamingHttpResponse
 from studies.analysis import apply_exclusions, rows_as_dicts, rules_from_json
 from studies.models import Assignment, Item, Participant, Response, Study
 from studies.selectors.judgments import StudyJudgments, study_judgments_load
+from studies.services.participation import session_hash
 from studies.services.results import StudyResults, pairwise_rows, study_results_compute, summary_rows
 
 __all__ = [
     "EXPORT_KINDS",
+    "MAX_BONUS",
     "ExclusionFlags",
     "Identifier",
     "PaymentDecision",
+    "bonus_parse",
     "csv_cell",
     "csv_lines",
     "export_rows",
@@ -74,6 +77,30 @@ class Identifier(str):
 def _ident(value: Any) -> Identifier | None:
     return None if value is None else Identifier(value)
 _CHUNK = 2000
+#: The largest bonus per participant a payment list accepts (in the platform's currency).
+MAX_BONUS = Decimal("1000")
+
+
+def bonus_parse(value: Decimal | str | int | None) -> Decimal:
+    """A bonus amount from a query parameter or argument: finite, ``0 <= x <= MAX_BONUS``, cents.
+
+    Raises:
+        ValueError: For anything else (``NaN``, ``inf``, ``-1``, ``1e9``, ``0.001``, ``abc``),
+            with a message that can be shown to the user as it is.
+    """
+    text = "0" if value is None else str(value).strip() or "0"
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    problem = f"bonus must be an amount from 0 to {MAX_BONUS} with at most two decimals, such as 0.50 (got {shown!r})"
+    if len(text) > 40:
+        raise ValueError(problem)
+    try:
+        amount = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise ValueError(problem) from None
+    # Checked in this order, so quantize never meets a huge or non-finite value.
+    if not amount.is_finite() or amount < 0 or amount > MAX_BONUS or amount != amount.quantize(Decimal("0.01")):
+        raise ValueError(problem)
+    return abs(amount.quantize(Decimal("0.01")))  # abs: "-0" is 0.00
 
 
 def csv_cell(value: Any) -> Any:
@@ -164,6 +191,7 @@ def _participant_info(study: Study) -> dict[int, dict[str, Any]]:
     rows = Participant.objects.filter(study_id=study.pk).values(
         "id", "worker_hash", "platform", "platform_worker_id", "mturk_assignment_id", "mturk_hit_id",
         "prolific_study_id", "prolific_session_id", "status", "is_simulated", "started_at", "completed_at",
+        "completion_code", "session_key",
     )  # fmt: skip
     return {row["id"]: row for row in rows}
 
@@ -180,7 +208,7 @@ TIDY_HEADER = (
     "stimulus_sha256", "stimulus_b_sha256", "target_class", "target_label", "options", "option_order",
     "options_as_shown", "correct_option", "answer_option", "answer_label", "answer_position", "correct",
     "robot_a_is_model_a", "score_model_a", "score_towards_model_b", "worker_hash", "platform",
-    "mturk_assignment_id", "mturk_hit_id", "prolific_study_id", "prolific_session_id", "trial_position",
+    "session_hash", "mturk_hit_id", "prolific_study_id", "trial_position",
     "shown_at", "answered_at", "response_ms", "server_response_ms", "excluded", "excluded_by",
 )  # fmt: skip
 
@@ -189,6 +217,15 @@ def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list
     items = _item_info(study)
     people = _participant_info(study)
     model_a, model_b = _models(study)
+    hashes: dict[int, str] = {}
+
+    def session_of(person: dict[str, Any]) -> str:
+        """The keyed hash of the participant's session: assignment and session ids resume a participant
+        (``services.participation``), so they leave only in the lists that need ``export_worker_ids``."""
+        if person["id"] not in hashes:
+            hashes[person["id"]] = session_hash(study=study, platform=person["platform"], session_key=person["session_key"])
+        return hashes[person["id"]]
+
     header = [*TIDY_HEADER, *(f"exclude_{name}" for name in flags.rule_names), "is_simulated"]
     trust = study.kind == Study.Kind.TRUST
 
@@ -224,9 +261,8 @@ def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list
                 correct,
                 (a_left if a_left is not None else True) if trust else None,
                 score, None if score is None else -score,
-                _ident(person["worker_hash"]), person["platform"], _ident(person["mturk_assignment_id"]),
-                _ident(person["mturk_hit_id"]), _ident(person["prolific_study_id"]),
-                _ident(person["prolific_session_id"]), position,
+                _ident(person["worker_hash"]), person["platform"], _ident(session_of(person)),
+                _ident(person["mturk_hit_id"]), _ident(person["prolific_study_id"]), position,
                 shown_at, answered, rt_ms, server_ms, any(rule_flags),
                 ";".join(n for n, f in zip(flags.rule_names, rule_flags, strict=True) if f),
                 *rule_flags, person["is_simulated"],
@@ -272,7 +308,8 @@ def _payments(study: Study, flags: ExclusionFlags, platform: str, bonus: Decimal
     decisions = [d for d in payment_decisions(study=study, flags=flags, bonus=bonus)
                  if people[d.participant_id]["platform"] == platform]  # fmt: skip
     if platform == Study.Platform.MTURK:
-        header = ["AssignmentId", "WorkerId", "HITId", "Approve", "Reject", "BonusAmount", "BonusReason", "Review"]
+        header = ["AssignmentId", "WorkerId", "HITId", "Approve", "Reject", "BonusAmount", "BonusReason", "Review",
+                  "ExpectedCompletionCode"]  # fmt: skip
 
         def rows() -> Iterator[list[Any]]:
             for d in decisions:
@@ -280,7 +317,7 @@ def _payments(study: Study, flags: ExclusionFlags, platform: str, bonus: Decimal
                 yield [_ident(p["mturk_assignment_id"]), _ident(p["platform_worker_id"]), _ident(p["mturk_hit_id"]),
                        "x" if d.action == "approve" else "", d.reason if d.action == "reject" else "",
                        f"{d.bonus:.2f}" if d.bonus else "", "study bonus" if d.bonus else "",
-                       d.reason if d.action == "review" else ""]  # fmt: skip
+                       d.reason if d.action == "review" else "", _ident(p["completion_code"])]  # fmt: skip
     else:
         header = ["participant_id", "session_id", "study_id", "action", "reason", "bonus"]
 
@@ -364,16 +401,11 @@ def export_rows(
         results: Results already computed (summary/pairwise/exclusions reuse them).
 
     Raises:
-        ValueError: For an unknown ``kind`` or a malformed bonus.
+        ValueError: For an unknown ``kind`` or a malformed bonus (see :func:`bonus_parse`).
     """
     if kind not in EXPORT_KINDS:
         raise ValueError(f"unknown export {kind!r}; choose one of {', '.join(EXPORT_KINDS)}")
-    try:
-        bonus_amount = Decimal(str(bonus))
-    except InvalidOperation:
-        raise ValueError(f"bonus must be a decimal amount such as 0.50, got {bonus!r}") from None
-    if bonus_amount < 0:
-        raise ValueError(f"bonus must not be negative, got {bonus!r}")
+    bonus_amount = bonus_parse(bonus)
     if kind == "mturk":
         return _mturk_wide(study)
     if kind in ("summary", "pairwise", "exclusions"):

@@ -162,7 +162,11 @@ class Study(models.Model):
         CLOSED = "closed", "closed"
         FAILED = "failed", "preparation failed"
 
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, help_text="internal name, seen by staff only")
+    public_title = models.CharField(
+        max_length=120, default="Image study", help_text="what workers see as the page and tab title; must not reveal the design"
+    )
+    public_description = models.TextField(blank=True, help_text="what workers see under the title (optional)")
     slug = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
     kind = models.CharField(max_length=32, choices=Kind.choices)
     methods = models.JSONField(default=list, help_text='explainer method names, e.g. ["gradcam", "guided_gradcam"]')
@@ -176,6 +180,16 @@ class Study(models.Model):
     catch_trials = models.PositiveIntegerField(default=2, help_text="catch trials per participant")
     practice_trials = models.PositiveIntegerField(default=2)
     practice_pass_fraction = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1)])
+    practice_attempts = models.PositiveIntegerField(
+        default=2,
+        validators=[MinValueValidator(1)],
+        help_text="practice rounds a worker may take (a different draw each time); then the study ends for them "
+        "(screened out)",
+    )
+    min_viewport_width = models.PositiveIntegerField(
+        default=0, help_text="CSS pixels; a narrower screen is asked to switch device before consent (0 = any)"
+    )
+    min_viewport_height = models.PositiveIntegerField(default=0, help_text="CSS pixels (0 = any)")
     question = models.TextField(blank=True, help_text="question shown with each trial; empty = the kind's default")
     wording = models.JSONField(default=dict, blank=True, help_text="labels such as the five trust answers")
     consent_text = models.TextField(blank=True)
@@ -183,19 +197,53 @@ class Study(models.Model):
     instructions = models.TextField(blank=True)
     questionnaire = models.JSONField(default=list, blank=True, help_text="optional closing questions")
     platform = models.CharField(max_length=16, choices=Platform.choices, default=Platform.LINK)
-    completion_code = models.CharField(max_length=32, default=new_completion_code)
+    completion_code = models.CharField(
+        max_length=32,
+        default=new_completion_code,
+        help_text="Prolific's study completion code (Prolific checks one code per study); MTurk and link "
+        "participants each get their own code, derived from this study and their token",
+    )
     prolific_completion_url = models.URLField(blank=True)
     seed = models.BigIntegerField(default=new_seed)
     lease_seconds = models.PositiveIntegerField(default=600)
     require_both_correct = models.BooleanField(default=True, help_text="trust: only images both models get right")
     explainer_options = models.JSONField(default=dict, blank=True)
     exclusion_rules = models.JSONField(default=list, blank=True)
+    exclusion_group = models.ForeignKey(
+        "ExclusionGroup",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="studies",
+        help_text="related studies: a worker who took part in one of them, or is on the group's list, cannot start this one",
+    )
+    require_invitation = models.BooleanField(
+        default=False, help_text="entry only through a signed, single-use invitation link (link studies)"
+    )
+    entries_per_client = models.PositiveIntegerField(
+        default=5,
+        help_text="unfinished participants one client address may have started in the last 24 h (0 = no cap); "
+        "raise it for a lab behind one address",
+    )
+    entry_rate_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="entries per minute per client address; empty = the site's default",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    validity_report = models.JSONField(
+        default=dict, blank=True, help_text="the last pre-launch validity audit (audit_stimuli), with its figures"
+    )
+    validity_acknowledged = models.BooleanField(
+        default=False, help_text="publish although the validity audit flagged something (the researcher's explicit choice)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
+        permissions = [("export_worker_ids", "Can export raw platform worker ids (payment lists, participants CSV)")]
         constraints = [
             models.CheckConstraint(
                 condition=~Q(kind="trust") | Q(model_pair__isnull=False), name="trust_study_has_pair"
@@ -208,6 +256,36 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ExclusionGroup(models.Model):
+    """Related studies that share one pool of workers: taking part in one excludes the others."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ExclusionGroupWorker(models.Model):
+    """A platform id on an exclusion group's list (imported from CSV; stored normalised)."""
+
+    group = models.ForeignKey(ExclusionGroup, on_delete=models.CASCADE, related_name="workers")
+    platform_worker_id = models.CharField(max_length=255)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["group", "platform_worker_id"], name="exclusion_group_worker_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.platform_worker_id
 
 
 class ExcludedWorker(models.Model):
@@ -317,13 +395,20 @@ class Participant(models.Model):
         STARTED = "started", "started"
         DECLINED = "declined", "declined consent"
         CONSENTED = "consented", "consented"
+        SCREENED_OUT = "screened_out", "screened out (practice not passed)"
         IN_PROGRESS = "in_progress", "in progress"
         COMPLETED = "completed", "completed"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
     platform = models.CharField(max_length=16, choices=Study.Platform.choices)
-    platform_worker_id = models.CharField(max_length=255)
+    platform_worker_id = models.CharField(max_length=255, help_text="normalised platform id (public, not a secret)")
+    session_key = models.CharField(
+        max_length=255,
+        default=new_token,
+        help_text="the platform session this participant is bound to: MTurk assignmentId, Prolific SESSION_ID, "
+        "or the link participant's own id",
+    )
     worker_hash = models.CharField(max_length=64, help_text="salted hash of the platform id, for exports")
     mturk_assignment_id = models.CharField(max_length=255, blank=True)
     mturk_hit_id = models.CharField(max_length=255, blank=True)
@@ -333,16 +418,27 @@ class Participant(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
     consent_version = models.CharField(max_length=32, blank=True)
     practice_passed = models.BooleanField(default=False)
+    practice_attempts_used = models.PositiveSmallIntegerField(default=0)
     questionnaire = models.JSONField(default=dict, blank=True)
+    completion_code = models.CharField(max_length=32, blank=True, help_text="this participant's own code, set on completion")
+    invitation = models.CharField(max_length=64, blank=True, help_text="the single-use invitation this participant entered with")
+    entry_client = models.CharField(
+        max_length=64, blank=True, help_text="salted hash of the client address at entry (per-client cap, audit)"
+    )
     is_simulated = models.BooleanField(default=False)
     started_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["study", "platform", "session_key"], name="participant_unique_session"),
             models.UniqueConstraint(
-                fields=["study", "platform", "platform_worker_id"], name="participant_unique_identity"
+                fields=["study", "invitation"], condition=~Q(invitation=""), name="participant_invitation_once"
             ),
+        ]
+        indexes = [
+            models.Index(fields=["study", "platform", "platform_worker_id"], name="participant_worker_idx"),
+            models.Index(fields=["study", "entry_client"], name="participant_client_idx"),
         ]
 
     def __str__(self) -> str:

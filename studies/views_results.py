@@ -8,24 +8,41 @@ URLs (names in the ``studies`` namespace)::
     results/<slug>/pack.zip                  results_pack       the reproducibility pack
     results/<slug>/sanity.<png|svg>          results_sanity_plot  cascading-randomization plot per method
 
-Views parse the query, call one service, and present; non-staff users are redirected to the
-admin login (302).
+Views parse the query, call one service, and present.
+
+Rights (:func:`results_access`): anonymous and non-staff users are redirected to the admin
+login (302); staff without ``studies.view_study`` get 403. Exports that hold raw platform
+worker ids (every kind not in :data:`VIEW_ONLY_EXPORTS`: the MTurk batch file and the payment
+lists) also need ``studies.export_worker_ids``. The tidy CSV and the pack hold the salted worker
+hash, not the raw worker id (they do hold the MTurk assignment and Prolific session ids). Every response is marked ``Cache-Control: private, no-store`` (``never_cache``), so
+no shared proxy or browser cache keeps results or worker ids.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from studies import plots
-from studies.exports import EXPORT_KINDS, csv_lines, export_filename, export_rows, streaming_csv_response
+from studies.exports import (
+    EXPORT_KINDS,
+    bonus_parse,
+    csv_lines,
+    export_filename,
+    export_rows,
+    streaming_csv_response,
+)
 from studies.models import Study
 from studies.services.evaluation import SANITY_METRIC, sanity_figure, study_sanity_list
 from studies.services.repro_pack import study_repro_pack_write
@@ -35,6 +52,30 @@ from studies.services.results import (
     study_evaluations_list,
     study_results_get,
 )
+
+#: Permission for the results page, plots, the tidy/summary exports and the pack.
+VIEW_PERMISSION = "studies.view_study"
+#: Permission, in addition, for exports holding raw platform worker ids.
+WORKER_IDS_PERMISSION = "studies.export_worker_ids"
+#: Exports without raw platform worker ids; every other kind needs ``WORKER_IDS_PERMISSION``.
+VIEW_ONLY_EXPORTS = frozenset({"tidy", "summary", "pairwise", "exclusions"})
+
+
+def export_permissions(kind: str) -> tuple[str, ...]:
+    """The permissions a user needs to download the export ``kind``."""
+    return (VIEW_PERMISSION,) if kind in VIEW_ONLY_EXPORTS else (VIEW_PERMISSION, WORKER_IDS_PERMISSION)
+
+
+def results_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Staff with ``studies.view_study`` only (others: login redirect or 403); never cached."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.has_perm(VIEW_PERMISSION):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return never_cache(staff_member_required(wrapped))
 
 
 def _flags(request: HttpRequest) -> tuple[bool, bool]:
@@ -100,7 +141,7 @@ def _display_pairs(results: StudyResults, with_exclusions: bool) -> list[dict[st
     ]  # fmt: skip
 
 
-@staff_member_required
+@results_access
 @require_GET
 def results_page(request: HttpRequest, slug: str) -> HttpResponse:
     """The per-method table laid out like the paper's, pairwise comparisons, exclusions, plots."""
@@ -137,7 +178,7 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
                    reverse("studies:results_plot", args=[study.slug, name, "svg"]) + "?" + query)
                   for name in plots.PLOT_NAMES],  # fmt: skip
         "exports": [(kind, reverse("studies:results_export", args=[study.slug, kind]) + "?" + query)
-                    for kind in EXPORT_KINDS],  # fmt: skip
+                    for kind in EXPORT_KINDS if request.user.has_perms(export_permissions(kind))],  # fmt: skip
         "pack_url": reverse("studies:results_pack", args=[study.slug]) + "?" + query,
         "trust_labels": plots.TRUST_LABELS,
         "title": f"Results: {study.name}",
@@ -145,7 +186,7 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "studies/results/page.html", context)
 
 
-@staff_member_required
+@results_access
 @require_GET
 def results_plot(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpResponse:
     """One plot as PNG or SVG (``?download=1`` saves it as a file)."""
@@ -169,7 +210,7 @@ def results_plot(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpRe
     return response
 
 
-@staff_member_required
+@results_access
 @require_GET
 def results_sanity_plot(request: HttpRequest, slug: str, fmt: str) -> HttpResponse:
     """The stored sanity cascades (Adebayo et al. 2018) of every method and control, PNG or SVG."""
@@ -181,25 +222,32 @@ def results_sanity_plot(request: HttpRequest, slug: str, fmt: str) -> HttpRespon
     return HttpResponse(body, content_type="image/png" if fmt == "png" else "image/svg+xml")
 
 
-@staff_member_required
+@results_access
 @require_GET
 def results_export(request: HttpRequest, slug: str, kind: str) -> HttpResponse:
-    """A streamed CSV export (``tidy``, ``summary``, ``mturk``, payment lists, ...)."""
+    """A streamed CSV export (``tidy``, ``summary``, ``mturk``, payment lists, ...).
+
+    An unknown kind is 404; a kind with raw worker ids without ``studies.export_worker_ids``
+    is 403; a malformed ``?bonus=`` (not a finite amount in range) is 400.
+    """
+    if kind not in EXPORT_KINDS:
+        raise Http404(f"unknown export {kind!r}")
+    if not request.user.has_perms(export_permissions(kind)):
+        raise PermissionDenied
     study = _study(slug)
     _, include_simulated = _flags(request)
     try:
+        bonus = bonus_parse(request.GET.get("bonus"))
         results = (study_results_get(study=study, include_simulated=include_simulated)
                    if kind in ("summary", "pairwise", "exclusions") else None)  # fmt: skip
         header, rows = export_rows(study=study, kind=kind, include_simulated=include_simulated,
-                                   bonus=request.GET.get("bonus", "0"), results=results)  # fmt: skip
+                                   bonus=bonus, results=results)  # fmt: skip
     except ValueError as exc:
-        if kind not in EXPORT_KINDS:
-            raise Http404(str(exc)) from None
-        return HttpResponseBadRequest(str(exc))
+        return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
     return streaming_csv_response(csv_lines(header, rows), export_filename(study, kind))
 
 
-@staff_member_required
+@results_access
 @require_GET
 def results_pack(request: HttpRequest, slug: str) -> FileResponse:
     """The reproducibility pack (zip), spooled to a temporary file then streamed."""

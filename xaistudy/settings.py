@@ -14,9 +14,12 @@ Every variable is documented in ``.env.example``.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # admin login throttling (see AXES_* below)
     "studies",
 ]
 
@@ -71,6 +75,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires: answers 429 to a locked-out login
 ]
 
 ROOT_URLCONF = "xaistudy.urls"
@@ -116,6 +121,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -150,17 +160,54 @@ XAISTUDY_FRAME_ANCESTORS = env_list(
 )
 
 # --- Worker flow (studies/web, studies/ratelimit.py, studies/http.py) ---------------------
-# Rate limits: (requests, window seconds) per client address (entry) or per participant (submit).
+# Rate limits: (requests, window seconds) per (study, client address) for entry (a study's own
+# entry_rate_limit replaces the entry limit; unknown slugs count apart) and per participant for submit.
 XAISTUDY_RATE_LIMITS = {
     "entry": (env_int("XAISTUDY_RATE_LIMIT_ENTRY", 60), 60),
     "submit": (env_int("XAISTUDY_RATE_LIMIT_SUBMIT", 120), 60),
 }
-# Key rate limits on the first X-Forwarded-For hop (only behind a proxy that sets it).
-XAISTUDY_TRUST_X_FORWARDED_FOR = env_bool("XAISTUDY_TRUST_X_FORWARDED_FOR", False)
+# Client address for rate limits and per-client caps: the number of reverse proxies in front
+# of the application, each appending to X-Forwarded-For (0: REMOTE_ADDR). See studies/ratelimit.py.
+XAISTUDY_TRUSTED_PROXY_HOPS = env_int("XAISTUDY_TRUSTED_PROXY_HOPS", 0)
+if XAISTUDY_TRUSTED_PROXY_HOPS < 0:
+    raise ImproperlyConfigured("XAISTUDY_TRUSTED_PROXY_HOPS must be 0 or more")
+if env_bool("XAISTUDY_TRUST_X_FORWARDED_FOR", False):
+    # Removed: it keyed on the first (client-written) hop. Refuse rather than guess the hop count.
+    raise ImproperlyConfigured(
+        "XAISTUDY_TRUST_X_FORWARDED_FOR is removed: set XAISTUDY_TRUSTED_PROXY_HOPS to the number of "
+        "reverse proxies in front of the application (1 for the compose file's proxy)"
+    )
 # How long a worker form (signed form token) stays valid.
 XAISTUDY_FORM_TOKEN_MAX_AGE_S = env_int("XAISTUDY_FORM_TOKEN_MAX_AGE_S", 24 * 3600)
 # Public https origin of the site, used in the admin's "paste into MTurk/Prolific" snippets.
 XAISTUDY_PUBLIC_URL = os.environ.get("XAISTUDY_PUBLIC_URL", "")
+
+# --- Admin login throttling (django-axes) ------------------------------------------------
+# After AXES_FAILURE_LIMIT failed logins for one username from one client address, that pair
+# is refused (429, even with the right password) for AXES_COOLOFF_TIME. Attempts are stored in
+# the database (visible in the admin under "Axes"); a successful login resets the count.
+AXES_FAILURE_LIMIT = env_int("XAISTUDY_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("XAISTUDY_LOGIN_COOLOFF_MINUTES", 60))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+
+
+def axes_client_ip(request: Any) -> str | None:
+    """The client address for django-axes: the rate limiter's (same trusted proxy hops), if an IP."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_ipv46_address
+
+    from studies.ratelimit import client_address
+
+    address = client_address(request)
+    try:
+        validate_ipv46_address(address)
+    except ValidationError:
+        return None
+    return address
+
+
+AXES_CLIENT_IP_CALLABLE = axes_client_ip
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

@@ -31,10 +31,13 @@ SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-# MTurk frames the worker pages from another site: their cookies must be sent cross-site,
-# which browsers allow only for Secure cookies with SameSite=None.
-SESSION_COOKIE_SAMESITE = "None"
-CSRF_COOKIE_SAMESITE = "None"
+# The session and CSRF cookies serve the admin only, so they stay SameSite=Lax (Django's
+# default; not sent on cross-site subrequests or POSTs). The worker pages inside MTurk's
+# cross-site iframe need neither: their forms carry a signed per-participant token
+# (studies/http.py, worker_csrf), and the link-resume cookie is set per response by
+# studies/web/pages.py.
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
 CONN_MAX_AGE = env_int("DJANGO_CONN_MAX_AGE", 60)
 for _db in DATABASES.values():  # noqa: F405
     _db["CONN_MAX_AGE"] = CONN_MAX_AGE

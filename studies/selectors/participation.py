@@ -18,6 +18,7 @@ from studies.models import Assignment, Item, Participant, Stimulus, Study
 from studies.selectors import rows
 from studies.services.allocation import assignment_choices, main_slot_available, slot_counts
 from studies.services.participation import questionnaire_pending
+from studies.wording import PLACEHOLDERS, SCALE_POINTS, TEXT_KEYS, template_error
 
 Stage = Literal["consent", "declined", "practice", "trial", "questionnaire", "finish", "full", "completed"]
 
@@ -55,20 +56,35 @@ class Wording:
 
 
 def study_wording(study: Study) -> Wording:
-    """The study's wording with each missing key filled from the kind's default."""
-    merged = {**DEFAULT_WORDING, **{k: v for k, v in (study.wording or {}).items() if v not in (None, "", [])}}
+    """The study's wording with each missing or unusable key filled from the kind's default.
+
+    Never raises on a stored value the admin form would refuse (``studies.wording``): a
+    non-object wording, a non-text value, a malformed scale, or a ``predicted`` template with
+    a placeholder other than ``{label}`` each fall back to the default text, so
+    ``predicted.format(label=...)`` cannot fail on a worker page.
+    """
+    stored = study.wording if isinstance(study.wording, dict) else {}
+    merged = {**DEFAULT_WORDING, **{k: v for k, v in stored.items()
+                                    if k in DEFAULT_WORDING and v not in (None, "", [])}}  # fmt: skip
+    for key in TEXT_KEYS:
+        if not isinstance(merged[key], str):
+            merged[key] = DEFAULT_WORDING[key]
+    for key, allowed in PLACEHOLDERS.items():
+        if template_error(merged[key], allowed) is not None:
+            merged[key] = DEFAULT_WORDING[key]
     scale = merged["scale"]
-    if not (isinstance(scale, list) and len(scale) == 5 and all(isinstance(s, str) for s in scale)):
+    if not (isinstance(scale, list) and len(scale) == SCALE_POINTS and all(isinstance(s, str) for s in scale)):
         scale = DEFAULT_WORDING["scale"]
     hint = merged["trust_hint"] if study.kind == Study.Kind.TRUST else merged["discrimination_hint"]
+    question = study.question.strip() if isinstance(study.question, str) else ""
     return Wording(
-        question=study.question.strip() or DEFAULT_QUESTIONS[study.kind],
-        robot_a=str(merged["robot_a"]),
-        robot_b=str(merged["robot_b"]),
-        predicted=str(merged["predicted"]),
+        question=question or DEFAULT_QUESTIONS[study.kind],
+        robot_a=merged["robot_a"],
+        robot_b=merged["robot_b"],
+        predicted=merged["predicted"],
         scale=list(scale),
-        comment=str(merged["comment"]),
-        hint=str(hint),
+        comment=merged["comment"],
+        hint=hint,
     )
 
 

@@ -15,6 +15,16 @@ Rules (issue #5, research note ``django_quality.md`` §2):
   one worker's double clicks cannot take two slots for the same position.
 - A lease lasts ``study.lease_seconds``; :func:`leases_sweep` marks overdue leases expired and
   frees their slots. An expired lease still blocks that item for that worker.
+- Capacity against participants who take trials and never answer (issue #11):
+  a participant holds at most ONE lease until they have answered a trial; the look-ahead lease
+  (images preloaded for the next trial) is only for participants who answer. That first lease
+  lasts :data:`FIRST_LEASE_SECONDS` at most (they have not shown that they answer; a worker who
+  does answer later still has it kept when the slot is free, see ``services.responses``), the
+  later ones ``study.lease_seconds``. And when a participant finds no free slot at all, the
+  study's overdue leases are swept (:func:`study_leases_sweep`, its own transaction, after the
+  participant's lock is released) and allocation is tried once more, so overdue leases come
+  back even where no Celery beat runs (the demo). The sweep runs only on that rare
+  "nothing free" path, never on the hot path.
 - Catch trials (role ``catch``) have no quota; ``study.catch_trials`` of them are interleaved at
   positions drawn from the study seed and the participant token.
 
@@ -42,6 +52,10 @@ from studies.selectors import rows
 LOCKED_RETRIES = 20
 #: Pause between those retries (seconds, doubled each time up to 50 ms).
 LOCKED_BACKOFF_S = 0.002
+#: The longest lease of a participant's first trial (seconds; ``study.lease_seconds`` when that
+#: is shorter). Three minutes: a trial takes a worker seconds, and a script that takes a trial
+#: and never answers gives its slot back three times sooner than with the default 600 s.
+FIRST_LEASE_SECONDS = 180
 
 
 @dataclass(frozen=True)
@@ -303,25 +317,55 @@ def trial_lease(
 
     One transaction holding the participant's row lock: one query reads all of the participant's
     assignments (with their items), which gives both the counts and the open leases; new leases
-    are taken as in :func:`_take_main_slot`. With ``mark_shown`` the current trial's first
-    ``shown_at`` is stamped in the same transaction (one commit per trial view). With
-    ``only_if_answering`` nothing is leased unless the locked row is ``in_progress`` with the
-    practice passed (the caller then reads the stage with the usual selector).
+    are taken as in :func:`_take_main_slot`. The look-ahead is leased only once the participant
+    has answered a trial (before that they hold one lease, of at most
+    :data:`FIRST_LEASE_SECONDS`). With ``mark_shown`` the current trial's first ``shown_at`` is
+    stamped in the same transaction (one commit per trial view). With ``only_if_answering``
+    nothing is leased unless the locked row is ``in_progress`` with the practice passed (the
+    caller then reads the stage with the usual selector). When the participant still has trials
+    to do but gets no lease at all, the study's overdue leases are swept
+    (:func:`study_leases_sweep`) and the allocation is tried once more.
     ``participant.study`` is used as loaded by the caller.
     """
     now = now or timezone.now()
+    lease, starved = _trial_lease_once(
+        participant=participant, lookahead=lookahead, mark_shown=mark_shown,
+        only_if_answering=only_if_answering, now=now,
+    )  # fmt: skip
+    if starved and study_leases_sweep(study=participant.study, now=now):
+        lease, _ = _trial_lease_once(
+            participant=participant, lookahead=lookahead, mark_shown=mark_shown,
+            only_if_answering=only_if_answering, now=now,
+        )  # fmt: skip
+    return lease
+
+
+def lease_expiry(*, study: Study, answered: int, now: datetime) -> datetime:
+    """When a lease taken now expires: ``study.lease_seconds``, at most :data:`FIRST_LEASE_SECONDS`
+    while the participant has answered nothing."""
+    seconds = study.lease_seconds if answered else min(study.lease_seconds, FIRST_LEASE_SECONDS)
+    return now + timedelta(seconds=seconds)
+
+
+def _trial_lease_once(
+    *, participant: Participant, lookahead: int, mark_shown: bool, only_if_answering: bool, now: datetime
+) -> tuple[TrialLease, bool]:
+    """One allocation transaction (see :func:`trial_lease`); also whether the participant was left
+    with no lease although they have trials to do (no free slot found)."""
     study = participant.study
     with transaction.atomic():
         status, practice_passed = participant_lock(participant.pk)
         if only_if_answering and (status != Participant.Status.IN_PROGRESS or not practice_passed):
-            return TrialLease(leases=[], answered=0, planned=0)
+            return TrialLease(leases=[], answered=0, planned=0), False
         n_held, answered, open_leases = _held(participant.pk)
         planned, n_catch = _planned(study=study)
         used = answered + len(open_leases)
-        want = min(1 + lookahead, planned - answered)
+        ahead = lookahead if answered else 0  # the look-ahead is for participants who answer
+        want = min(1 + ahead, planned - answered)
         if len(open_leases) < want and used < planned:
             catch_at = catch_slots(study=study, participant_token=participant.token, planned=planned, n_catch=n_catch)
             next_position = n_held
+            expires_at = lease_expiry(study=study, answered=answered, now=now)
             while len(open_leases) < want and used < planned:
                 slot = used
                 item = None
@@ -340,7 +384,7 @@ def trial_lease(
                         position=next_position,
                         option_order=choices.option_order,
                         model_a_shown_left=choices.model_a_shown_left,
-                        expires_at=now + timedelta(seconds=study.lease_seconds),
+                        expires_at=expires_at,
                     )
                 )
                 open_leases.append(assignment)
@@ -349,7 +393,8 @@ def trial_lease(
         if mark_shown and open_leases and open_leases[0].shown_at is None:
             rows.execute(_mark_shown_sql(rows.vendor()), [rows.prep(Assignment, "shown_at", now), open_leases[0].pk])
             open_leases[0].shown_at = now
-    return TrialLease(leases=open_leases, answered=answered, planned=planned)
+    starved = not open_leases and answered < planned
+    return TrialLease(leases=open_leases, answered=answered, planned=planned), starved
 
 
 def assignments_lease(*, participant: Participant, lookahead: int = 1, now: datetime | None = None) -> list[Assignment]:
@@ -374,17 +419,28 @@ def leases_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
 
     Each batch is one transaction: lock overdue leases (skipping rows a submit is writing),
     flip them to ``expired`` with a conditional update, and decrement each item's
-    ``n_leased`` by the number of its leases that flipped. Answers are never touched.
+    ``n_leased`` by the number of its leases that flipped (items in id order, so two sweeps
+    never wait on each other in a cycle). Answers are never touched.
     """
-    now = now or timezone.now()
+    return _sweep(now=now or timezone.now(), batch=batch, study_id=None)
+
+
+def study_leases_sweep(*, study: Study, now: datetime | None = None, batch: int = 500) -> int:
+    """:func:`leases_sweep` for one study's leases only (run when allocation finds nothing free,
+    and by entry before it calls a study full); the number expired. Call it outside any
+    transaction that holds item or participant locks (it takes item row locks)."""
+    return _sweep(now=now or timezone.now(), batch=batch, study_id=study.pk)
+
+
+def _sweep(*, now: datetime, batch: int, study_id: int | None) -> int:
     total = 0
+    overdue = Assignment.objects.filter(status=Assignment.Status.LEASED, expires_at__lt=now)
+    if study_id is not None:
+        overdue = overdue.filter(item__study_id=study_id)
     while True:
         with transaction.atomic():
             ids = list(
-                Assignment.objects.select_for_update(skip_locked=True)
-                .filter(status=Assignment.Status.LEASED, expires_at__lt=now)
-                .order_by("id")
-                .values_list("id", flat=True)[:batch]
+                overdue.select_for_update(skip_locked=True, of=("self",)).order_by("id").values_list("id", flat=True)[:batch]
             )
             if not ids:
                 return total

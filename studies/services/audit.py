@@ -16,9 +16,13 @@ transaction and answers the HTTP request only after the commit). The invariants:
 3. ``quota``: for each main item, ``answered + open leases <= study.judgments_per_item``.
 4. ``counters``: each item's ``n_answered`` / ``n_leased`` equal the counts of its ``answered`` /
    ``leased`` assignments.
-5. ``repeat``: no participant holds two assignments of one item, and no platform identity holds
-   two participants in the study.
+5. ``repeat``: no participant holds two assignments of one item, and no platform identity
+   (normalised worker id) holds two *completed* participants in the study. Several unfinished
+   participants under one worker id are allowed: each is bound to its own platform session
+   (``services.participation``), since a worker id is public.
 6. ``stimulus``: every stimulus an item shows exists in storage and hashes to its ``sha256``.
+7. ``codes``: every completed participant holds its own completion code, equal to
+   ``completion_code_derive(study, token)``, and no two participants share one.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, Q
 
 from studies.models import Assignment, Item, Participant, Response, Stimulus, Study
+from studies.services.participation import completion_code_derive
 from studies.services.storage import storage_sha256
 
 
@@ -133,13 +138,26 @@ def _check_repeats(report: AuditReport, study: Study) -> None:
         report.add("repeat", f"participant {row['participant__token']} was given item {row['item__public_id']} "
                              f"{row['n']} times")  # fmt: skip
     identities = (
-        Participant.objects.filter(study=study)
+        Participant.objects.filter(study=study, status=Participant.Status.COMPLETED)
         .values("platform", "platform_worker_id")
         .annotate(n=Count("id"))
         .filter(n__gt=1)
     )
     for row in identities:
-        report.add("repeat", f"worker {row['platform']}:{row['platform_worker_id']!r} has {row['n']} participant rows")
+        report.add("repeat", f"worker {row['platform']}:{row['platform_worker_id']!r} completed {row['n']} times")
+
+
+def _check_codes(report: AuditReport, study: Study) -> None:
+    completed = Participant.objects.filter(study=study, status=Participant.Status.COMPLETED).values_list(
+        "pk", "token", "completion_code"
+    )
+    seen: dict[str, int] = {}
+    for pk, token, code in completed.iterator():
+        if code != completion_code_derive(study=study, participant_token=token):
+            report.add("codes", f"participant {pk} holds completion code {code!r}, not its own")
+        elif code in seen:
+            report.add("codes", f"participants {seen[code]} and {pk} share completion code {code!r}")
+        seen.setdefault(code, pk)
 
 
 def _study_stimuli(study: Study) -> Iterable[Stimulus]:
@@ -179,6 +197,7 @@ def study_audit(*, study_id: int, check_files: bool = True) -> AuditReport:
     _check_correctness(report, study)
     _check_items(report, study)
     _check_repeats(report, study)
+    _check_codes(report, study)
     if check_files:
         _check_stimuli(report, study)
     return report

@@ -7,13 +7,38 @@ Entry (issue #5; research note ``django_quality.md`` §4.2, ``mission_anchors.md
 - Prolific adds ``PROLIFIC_PID``, ``STUDY_ID``, ``SESSION_ID``.
 - A plain link carries nothing: the server makes an anonymous id.
 
-The platform id is only a lookup key. It is validated (letters and digits, so it can never
-start a spreadsheet formula), bound once to the participant's opaque ``token`` by
-``UniqueConstraint(study, platform, platform_worker_id)``, and later URLs carry only the
-token. ``worker_hash = sha256(salt + ":" + platform + ":" + worker_id)`` with a per-study salt
-``salted_hmac("xaistudy.worker-hash", study.slug)`` derived from ``SECRET_KEY``, for exports.
-A returning worker resumes; one who completed (from another session), declined, or is on the
-study's exclusion list is refused with a reason.
+Identity (issue #11, ``docs/security.md``). Worker ids are **public** (forum posts, shared
+sheets, other requesters' data), so a worker id alone never resumes anybody. A participant is
+bound to the platform *session* it entered with, ``session_key`` = the MTurk ``assignmentId``,
+the Prolific ``SESSION_ID``, or a link participant's own anonymous id, unique per study
+(``UniqueConstraint(study, platform, session_key)``). An entry resumes a participant only when
+
+1. it carries the same session (same ``assignmentId`` / ``SESSION_ID``), or
+2. it comes from the participant's own browser (a signed, http-only resume cookie holding the
+   participant's secret token, set at entry), whatever its session: a worker who returned the
+   HIT and accepted it again continues where they were, and the participant is re-bound to the
+   new assignment (the payment row follows the assignment the worker holds now).
+
+Otherwise the entry is a new participant bound to its own session. Nothing of an existing
+participant (token, answers, code, payment row, consent) is read or changed by it, so somebody
+who knows a worker's id gets nothing of theirs and cannot lock them out: a decline or a
+half-done study under another session stays with that session. The rule for a worker who
+returned a HIT and comes back in *another* browser: they start over as a new participant; the
+old participant is left as it is (the server cannot tell them from someone using their id), its
+leases expire as usual, and the audit lists worker ids held by more than one participant.
+
+Refused at entry: a worker id (normalised: case, whitespace) that already **completed** this
+study in another session ("completed"), or that an exclusion list or group excludes
+(``services.exclusion``). ``worker_hash = sha256(salt + ":" + platform + ":" + worker_id)`` with a
+per-study salt ``salted_hmac("xaistudy.worker-hash", study.slug)`` derived from ``SECRET_KEY``,
+for exports.
+
+Completion codes: each participant gets their own code, ``completion_code_derive`` (an HMAC of the
+study and the participant's secret token under ``SECRET_KEY``), stored at completion and shown only
+after the completion has committed. A code is checked against one participant
+(:func:`completion_code_matches`); someone else's code does not verify. Prolific checks one code per
+study on its own side, so the Prolific redirect carries the study's Prolific code and Prolific binds
+the submission to the participant's own Prolific session.
 """
 
 from __future__ import annotations
@@ -23,25 +48,34 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
+from django.utils.crypto import constant_time_compare, salted_hmac
 
-from studies.models import ExcludedWorker, Item, Participant, Study
-from studies.services.allocation import assignment_choices, main_slot_available, slot_counts
+from studies.models import Item, Participant, Study
+from studies.services.allocation import (
+    assignment_choices,
+    main_slot_available,
+    slot_counts,
+    study_leases_sweep,
+)
+from studies.services.exclusion import PLATFORM_ID_RE, exclusion_reason, platform_id_normalize
 from studies.services.responses import AnswerInvalid, answer_score
 
 MTURK_PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 #: Hosts MTurk gives as ``turkSubmitTo`` (production and sandbox).
 MTURK_SUBMIT_HOSTS = frozenset({"www.mturk.com", "workersandbox.mturk.com", "mturk.com"})
-#: Platform ids: letters and digits only (MTurk ids are upper-case alphanumerics, Prolific ids
-#: 24 hex digits), at most 255 characters (AWS Assignment data structure).
-PLATFORM_ID_RE = re.compile(r"^[A-Za-z0-9]{1,255}$")
+#: Alphabet of completion codes (no 0/O, 1/I/L: people copy them by hand).
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+#: Length of a participant's completion code: 10 symbols of 31, about 49.5 bits.
+CODE_LENGTH = 10
+#: Window of the per-client cap on unfinished participants (``study.entries_per_client``), seconds.
+ENTRY_CAP_WINDOW_S = 24 * 3600
 #: Study statuses in which new participants may enter.
 OPEN_STATUSES = frozenset({Study.Status.LIVE})
 
@@ -66,6 +100,10 @@ class EntryRefused(Exception):
         "declined": "You declined to take part in this study, so it cannot be started again.",
         "excluded": "You cannot take part in this study because you took part in a related study. Thank you for your interest.",
         "full": "All places in this study have been taken. Please return the task; thank you for your interest.",
+        "too_many": "Too many people have started this study from your network today. If you share a "
+        "network with other participants, please contact the researcher.",
+        "invitation": "This study can only be entered with a personal invitation link, and this link is "
+        "missing one, is not valid, or has been used already.",
         "wrong_platform": "This link belongs to a study recruited on another platform.",
     }
 
@@ -135,13 +173,98 @@ class Completion:
     prolific_redirect_url: str = ""
 
 
+def client_hash(*, study: Study, client_key: str) -> str:
+    """``HMAC(SECRET_KEY, "xaistudy.entry-client", slug + ":" + address)``: the per-client cap's key.
+
+    Per-study and keyed, so the stored value neither names an address nor links one across studies.
+    """
+    return salted_hmac("xaistudy.entry-client", f"{study.slug}:{client_key}").hexdigest()[:32]
+
+
+def completion_code_derive(*, study: Study, participant_token: str) -> str:
+    """A participant's own completion code: ``HMAC(SECRET_KEY, "xaistudy.completion-code", slug + ":" + token)``,
+    its first 64 bits written as ``CODE_LENGTH`` symbols of ``CODE_ALPHABET``.
+
+    Only the server (which holds ``SECRET_KEY``) can make or check one; the participant token it is
+    made from is secret, so a code says nothing about anybody else's.
+    """
+    digest = salted_hmac("xaistudy.completion-code", f"{study.slug}:{participant_token}").digest()
+    number = int.from_bytes(digest[:8], "big")
+    symbols = []
+    for _ in range(CODE_LENGTH):
+        number, index = divmod(number, len(CODE_ALPHABET))
+        symbols.append(CODE_ALPHABET[index])
+    return "".join(symbols)
+
+
+def completion_code_matches(*, participant: Participant, code: str) -> bool:
+    """Whether ``code`` (as typed: case and spaces ignored) is this completed participant's own code."""
+    if participant.status != Participant.Status.COMPLETED or not participant.completion_code:
+        return False
+    typed = re.sub(r"\s+", "", code or "").upper()
+    expected = completion_code_derive(study=participant.study, participant_token=participant.token)
+    return constant_time_compare(typed, participant.completion_code) and constant_time_compare(typed, expected)
+
+
+@dataclass(frozen=True)
+class CodeCheck:
+    """One submitted code checked against the participant its platform row names."""
+
+    line: int
+    platform_id: str
+    verdict: Literal["ok", "wrong_code", "not_completed", "unknown"]
+
+
+def completion_codes_check(*, study: Study, rows: list[Mapping[str, str]]) -> list[CodeCheck]:
+    """Check the codes workers submitted (MTurk's batch results CSV, or any CSV with an id and a code).
+
+    Each row names its participant by ``AssignmentId`` (MTurk; the session it is bound to) or by
+    ``WorkerId`` / ``participant_id`` / ``PROLIFIC_PID`` (a completed participant with that id), and its
+    code by ``Answer.completion_code`` or ``completion_code`` / ``code``. ``ok`` only when the code is
+    that participant's own (:func:`completion_code_matches`): a code copied from someone else fails.
+    """
+    checks = []
+    for line, row in enumerate(rows, start=2):
+        norm = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        code = next((norm[k] for k in ("answer.completion_code", "completion_code", "code") if norm.get(k)), "")
+        assignment = norm.get("assignmentid", "")
+        worker = next((norm[k] for k in ("workerid", "participant_id", "prolific_pid") if norm.get(k)), "")
+        participant = None
+        if assignment:
+            participant = Participant.objects.filter(
+                study=study, platform=study.platform,
+                session_key=platform_id_normalize(platform=study.platform, worker_id=assignment),
+            ).first()  # fmt: skip
+        elif worker:
+            found = Participant.objects.filter(
+                study=study, platform=study.platform,
+                platform_worker_id=platform_id_normalize(platform=study.platform, worker_id=worker),
+            )  # fmt: skip
+            participant = found.filter(status=Participant.Status.COMPLETED).first() or found.first()
+        if participant is None:
+            verdict = "unknown"
+        elif participant.status != Participant.Status.COMPLETED:
+            verdict = "not_completed"
+        else:
+            verdict = "ok" if completion_code_matches(participant=participant, code=code) else "wrong_code"
+        checks.append(CodeCheck(line=line, platform_id=assignment or worker, verdict=verdict))
+    return checks
+
+
 def worker_hash(*, study: Study, platform: str, worker_id: str) -> str:
     """Salted SHA-256 of a platform id: ``sha256(salted_hmac("xaistudy.worker-hash", slug) + ":" + platform + ":" + id)``."""
     salt = salted_hmac("xaistudy.worker-hash", study.slug).hexdigest()
     return hashlib.sha256(f"{salt}:{platform}:{worker_id}".encode()).hexdigest()
 
 
-def _platform_id(params: Mapping[str, str], name: str, *, required: bool = True) -> str:
+def session_hash(*, study: Study, platform: str, session_key: str) -> str:
+    """Salted SHA-256 of a participant's platform session, for exports that anyone with view rights reads:
+    ``sha256(salted_hmac("xaistudy.worker-hash", slug) + ":session:" + platform + ":" + session_key)``."""
+    salt = salted_hmac("xaistudy.worker-hash", study.slug).hexdigest()
+    return hashlib.sha256(f"{salt}:session:{platform}:{session_key}".encode()).hexdigest()
+
+
+def _platform_id(params: Mapping[str, str], name: str, *, platform: str, required: bool = True) -> str:
     value = (params.get(name) or "").strip()
     if not value:
         if required:
@@ -149,7 +272,7 @@ def _platform_id(params: Mapping[str, str], name: str, *, required: bool = True)
         return ""
     if not PLATFORM_ID_RE.match(value):
         raise EntryInvalid(name, "must be 1 to 255 letters and digits")
-    return value
+    return platform_id_normalize(platform=platform, worker_id=value)
 
 
 def mturk_submit_origin(raw: str) -> str:
@@ -175,12 +298,12 @@ def entry_parse(*, study: Study, params: Mapping[str, str]) -> PlatformIdentity 
         if study.platform != Study.Platform.MTURK:
             raise EntryRefused("wrong_platform")
         if assignment_id == MTURK_PREVIEW_ASSIGNMENT:
-            return MTurkPreview(hit_id=_platform_id(params, "hitId", required=False))
+            return MTurkPreview(hit_id=_platform_id(params, "hitId", platform="mturk", required=False))
         return PlatformIdentity(
             platform="mturk",
-            worker_id=_platform_id(params, "workerId"),
-            mturk_assignment_id=_platform_id(params, "assignmentId"),
-            mturk_hit_id=_platform_id(params, "hitId"),
+            worker_id=_platform_id(params, "workerId", platform="mturk"),
+            mturk_assignment_id=_platform_id(params, "assignmentId", platform="mturk"),
+            mturk_hit_id=_platform_id(params, "hitId", platform="mturk"),
             mturk_submit_to=mturk_submit_origin(params.get("turkSubmitTo") or ""),
         )
     if any(params.get(name) for name in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")):
@@ -188,83 +311,145 @@ def entry_parse(*, study: Study, params: Mapping[str, str]) -> PlatformIdentity 
             raise EntryRefused("wrong_platform")
         return PlatformIdentity(
             platform="prolific",
-            worker_id=_platform_id(params, "PROLIFIC_PID"),
-            prolific_study_id=_platform_id(params, "STUDY_ID"),
-            prolific_session_id=_platform_id(params, "SESSION_ID"),
+            worker_id=_platform_id(params, "PROLIFIC_PID", platform="prolific"),
+            prolific_study_id=_platform_id(params, "STUDY_ID", platform="prolific"),
+            prolific_session_id=_platform_id(params, "SESSION_ID", platform="prolific"),
         )
     if study.platform != Study.Platform.LINK:
         raise EntryRefused("wrong_platform")
     return PlatformIdentity(platform="link")
 
 
-def _same_session(participant: Participant, identity: PlatformIdentity) -> bool:
+def session_key_of(identity: PlatformIdentity) -> str:
+    """The session an entry belongs to: MTurk ``assignmentId``, Prolific ``SESSION_ID``, else ``""``."""
     if identity.platform == "mturk":
-        return participant.mturk_assignment_id == identity.mturk_assignment_id
+        return identity.mturk_assignment_id
     if identity.platform == "prolific":
-        return participant.prolific_session_id == identity.prolific_session_id
-    return True  # a link participant found by their own resume cookie
+        return identity.prolific_session_id
+    return ""
 
 
-def _refuse_if_done(participant: Participant, identity: PlatformIdentity) -> EntryResult | None:
+_SESSION_FIELDS = ("mturk_assignment_id", "mturk_hit_id", "mturk_submit_to", "prolific_study_id", "prolific_session_id")
+
+
+def _resume(participant: Participant, identity: PlatformIdentity, *, same_session: bool) -> EntryResult:
+    """Resume ``participant`` (already proven to be this worker's), or refuse if it is over."""
     if participant.status == Participant.Status.COMPLETED:
-        if _same_session(participant, identity):
+        if same_session:
             return EntryResult(participant=participant, created=False, completed=True)
         raise EntryRefused("completed")
     if participant.status == Participant.Status.DECLINED:
         raise EntryRefused("declined")
-    return None
+    return EntryResult(participant=participant, created=False)
+
+
+def _rebind(participant: Participant, identity: PlatformIdentity) -> bool:
+    """Move a participant proven by its own browser to the session it arrives with now.
+
+    Returns ``False`` (nothing changed) when another participant already holds that session.
+    """
+    key = session_key_of(identity)
+    updates = {name: getattr(identity, name) for name in _SESSION_FIELDS if getattr(identity, name)}
+    if key:
+        updates["session_key"] = key
+    updates = {name: value for name, value in updates.items() if getattr(participant, name) != value}
+    if not updates:
+        return True
+    try:
+        with transaction.atomic():
+            Participant.objects.filter(pk=participant.pk).update(**updates)
+    except IntegrityError:
+        return False
+    for name, value in updates.items():
+        setattr(participant, name, value)
+    return True
 
 
 def participant_enter(
-    *, study: Study, identity: PlatformIdentity, resume_participant: Participant | None = None
+    *,
+    study: Study,
+    identity: PlatformIdentity,
+    resume_participant: Participant | None = None,
+    client_key: str = "",
+    invitation: str = "",
 ) -> EntryResult:
-    """Bind a platform identity to a participant (create once, then resume), or refuse.
+    """Bind an entry to a participant: resume one proven to be this worker's, or create one, or refuse.
 
-    ``resume_participant`` is the link participant remembered by this browser (signed cookie).
-    A returning MTurk/Prolific worker's latest assignment/session ids are kept, so the MTurk
-    submit form carries the assignment they are working on now.
+    ``resume_participant`` is the participant remembered by this browser (signed resume cookie),
+    ``client_key`` the client's address (the per-client cap: at most ``study.entries_per_client``
+    unfinished participants started from one address in 24 h), ``invitation`` the signed invitation of a study that
+    requires one (:func:`studies.services.invitations.invitation_check`). See the module
+    docstring for the rule; raises ``EntryRefused``.
     """
     if study.status not in OPEN_STATUSES:
         raise EntryRefused("closed")
-    if identity.platform == "link" and resume_participant is not None and resume_participant.study_id == study.pk:
-        done = _refuse_if_done(resume_participant, identity)
-        return done or EntryResult(participant=resume_participant, created=False)
-    if identity.worker_id and ExcludedWorker.objects.filter(study=study, platform_worker_id=identity.worker_id).exists():
-        raise EntryRefused("excluded")
-    worker_id = identity.worker_id or f"anon{secrets.token_hex(12)}"
-    existing = Participant.objects.filter(study=study, platform=identity.platform, platform_worker_id=worker_id).first()
-    if existing is None:
+    own = resume_participant
+    if own is not None and own.study_id == study.pk and own.platform == identity.platform and (
+        identity.platform == "link" or own.platform_worker_id == identity.worker_id
+    ):
+        same = identity.platform == "link" or own.session_key == session_key_of(identity)
+        result = _resume(own, identity, same_session=same)
+        if same or _rebind(own, identity):
+            return result
+    key = session_key_of(identity)
+    if key:
+        existing = Participant.objects.filter(study=study, platform=identity.platform, session_key=key).first()
+        if existing is not None:
+            if existing.platform_worker_id != identity.worker_id:
+                raise EntryInvalid("workerId" if identity.platform == "mturk" else "PROLIFIC_PID",
+                                   "does not match the worker this session belongs to")  # fmt: skip
+            return _resume(existing, identity, same_session=True)
+    return _participant_create(study=study, identity=identity, client_key=client_key, invitation=invitation)
+
+
+def _participant_create(*, study: Study, identity: PlatformIdentity, client_key: str, invitation: str) -> EntryResult:
+    """A new participant for a new session, after the exclusion, repeat, capacity and entry checks."""
+    from studies.services.invitations import invitation_check
+
+    nonce = ""
+    if study.require_invitation:
+        nonce = invitation_check(study=study, invitation=invitation) or ""
+        if not nonce or Participant.objects.filter(study=study, invitation=nonce).exists():
+            raise EntryRefused("invitation")
+    if identity.worker_id:
+        if exclusion_reason(study=study, platform=identity.platform, worker_id=identity.worker_id):
+            raise EntryRefused("excluded")
+        if Participant.objects.filter(
+            study=study, platform=identity.platform, platform_worker_id=identity.worker_id,
+            status=Participant.Status.COMPLETED,
+        ).exists():  # fmt: skip
+            raise EntryRefused("completed")
+    if not _study_has_free_slot(study):
+        study_leases_sweep(study=study)
         if not _study_has_free_slot(study):
             raise EntryRefused("full")
-        try:
-            with transaction.atomic():
-                participant = Participant.objects.create(
-                    study=study,
-                    platform=identity.platform,
-                    platform_worker_id=worker_id,
-                    worker_hash=worker_hash(study=study, platform=identity.platform, worker_id=worker_id),
-                    mturk_assignment_id=identity.mturk_assignment_id,
-                    mturk_hit_id=identity.mturk_hit_id,
-                    mturk_submit_to=identity.mturk_submit_to,
-                    prolific_study_id=identity.prolific_study_id,
-                    prolific_session_id=identity.prolific_session_id,
-                )
-            return EntryResult(participant=participant, created=True)
-        except IntegrityError:  # the same worker entered twice at once: the other request won
-            existing = Participant.objects.get(study=study, platform=identity.platform, platform_worker_id=worker_id)
-    done = _refuse_if_done(existing, identity)
-    if done:
-        return done
-    updates = {
-        name: getattr(identity, name)
-        for name in ("mturk_assignment_id", "mturk_hit_id", "mturk_submit_to", "prolific_study_id", "prolific_session_id")
-        if getattr(identity, name) and getattr(identity, name) != getattr(existing, name)
-    }
-    if updates:
-        for name, value in updates.items():
-            setattr(existing, name, value)
-        existing.save(update_fields=list(updates))
-    return EntryResult(participant=existing, created=False)
+    client = client_hash(study=study, client_key=client_key) if client_key else ""
+    if study.entries_per_client and client:
+        unfinished = Participant.objects.filter(
+            study=study, entry_client=client, started_at__gte=timezone.now() - timedelta(seconds=ENTRY_CAP_WINDOW_S)
+        ).exclude(status=Participant.Status.COMPLETED)
+        if unfinished.count() >= study.entries_per_client:
+            raise EntryRefused("too_many")
+    worker_id = identity.worker_id or f"anon{secrets.token_hex(12)}"
+    session_key = session_key_of(identity) or worker_id
+    try:
+        with transaction.atomic():
+            participant = Participant.objects.create(
+                study=study,
+                platform=identity.platform,
+                platform_worker_id=worker_id,
+                session_key=session_key,
+                worker_hash=worker_hash(study=study, platform=identity.platform, worker_id=worker_id),
+                invitation=nonce,
+                entry_client=client,
+                **{name: getattr(identity, name) for name in _SESSION_FIELDS},
+            )
+    except IntegrityError:  # the same session (or invitation) entered twice at once: the other request won
+        existing = Participant.objects.filter(study=study, platform=identity.platform, session_key=session_key).first()
+        if existing is None or existing.platform_worker_id != worker_id:
+            raise EntryRefused("invitation" if nonce else "closed") from None
+        return _resume(existing, identity, same_session=True)
+    return EntryResult(participant=participant, created=True)
 
 
 def _study_has_free_slot(study: Study) -> bool:
@@ -442,8 +627,9 @@ def completion_for(participant: Participant) -> Completion:
             prolific = url  # the researcher pasted the full URL with its code
         else:
             prolific = f"{url}{'&' if '?' in url else '?'}{urlencode({'cc': study.completion_code})}"
+    own_code = participant.completion_code or completion_code_derive(study=study, participant_token=participant.token)
     return Completion(
-        code=study.completion_code,
+        code=study.completion_code if participant.platform == "prolific" else own_code,
         platform=participant.platform,
         mturk_submit_url=mturk_url if participant.platform == "mturk" else "",
         mturk_assignment_id=participant.mturk_assignment_id if participant.platform == "mturk" else "",
@@ -471,7 +657,9 @@ def participant_complete(*, participant: Participant, now: datetime | None = Non
                 raise StepNotAllowed("the questionnaire is not submitted")
             locked.status = Participant.Status.COMPLETED
             locked.completed_at = now or timezone.now()
-            locked.save(update_fields=["status", "completed_at"])
+            locked.completion_code = completion_code_derive(study=locked.study, participant_token=locked.token)
+            locked.save(update_fields=["status", "completed_at", "completion_code"])
     participant.status = locked.status
     participant.completed_at = locked.completed_at
+    participant.completion_code = locked.completion_code
     return completion_for(locked)

@@ -5,6 +5,14 @@ with the ``Response`` insert and the item counters (``n_leased - 1``, ``n_answer
 A second or replayed submit of the same assignment changes nothing and reports ``duplicate``.
 An answer that arrives after the sweeper expired its lease is kept only if the item still has
 a free slot (so the quota still holds); otherwise it reports ``expired`` and stores nothing.
+(A lease past ``expires_at`` that no sweep has reached yet still holds its slot, so its answer
+is kept: the same rule, since expiring it first would free exactly the slot the answer takes.)
+An answer to a trial the server never showed (``shown_at`` is NULL: a look-ahead lease whose
+token a client read from the preload list, or a token never fetched) is refused with
+``AnswerInvalid("assignment", ...)`` (400 on the API and the answer form) and stores nothing;
+the trial stays leased and can be answered once it has been shown. Showing is recorded by the
+trial views (``trial_lease(mark_shown=True)``: ``GET /api/v1/participant/trial`` and the
+worker page), so a client that fetches the trial before answering it is unaffected.
 
 Scores (Selvaraju et al. 2017, §5.2; Zhou et al. 2018, §3.4):
 - discrimination: ``chosen_option = option_order[choice]``, ``correct = chosen_option == item.correct_option``;
@@ -35,6 +43,7 @@ FOCUS_EVENT_TYPES = frozenset({"focus", "blur", "visible", "hidden"})
 MAX_RESPONSE_MS = 6 * 60 * 60 * 1000
 MAX_COMMENT_CHARS = 2000
 TRUST_SCALE_POINTS = 5
+NOT_SHOWN = "this trial has not been shown yet; answer the trial you are shown"
 
 
 class AnswerInvalid(ValueError):
@@ -145,7 +154,8 @@ def response_record(
     Raises:
         AssignmentNotFound: the token is not one of this participant's assignments.
         ParticipantNotAnswering: the participant is not at the trial stage.
-        AnswerInvalid: a field is out of range (nothing is stored).
+        AnswerInvalid: a field is out of range, or (field ``assignment``) the trial was never
+            shown (nothing is stored).
     """
     now = now or timezone.now()
     events = focus_events_clean(focus_events)
@@ -161,6 +171,8 @@ def response_record(
             return RecordOutcome(status="duplicate", assignment_token=assignment.token)
         if status != Participant.Status.IN_PROGRESS or not practice_passed:
             raise ParticipantNotAnswering(status)
+        if assignment.shown_at is None:
+            raise AnswerInvalid("assignment", NOT_SHOWN)
         item = assignment.item
         scored = answer_score(
             study=study,

@@ -29,6 +29,7 @@ from studies.models import (
     Study,
     new_token,
 )
+from studies.services.participation import completion_code_derive
 
 __all__ = ["DEFAULT_RULES", "synthetic_study_create"]
 
@@ -146,6 +147,9 @@ def synthetic_study_create(
                                         status=Participant.Status.COMPLETED, consent_version="1",
                                         practice_passed=True, is_simulated=w >= n_workers - n_simulated,
                                         **extra))  # fmt: skip
+        person = participants[-1]
+        person.session_key = extra.get("mturk_assignment_id") or extra.get("prolific_session_id") or worker_id
+        person.completion_code = completion_code_derive(study=study, participant_token=person.token)
     participants = Participant.objects.bulk_create(participants)
 
     t0 = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -10,15 +10,15 @@ out of order) and 429 (rate limited). The schema is :data:`studies.web.openapi.S
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
 from studies.models import Participant, Study
-from studies.ratelimit import client_address, rate_limited
+from studies.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 from studies.selectors.participation import (
     ParticipantState,
     example_view,
@@ -50,10 +50,11 @@ from studies.services.responses import (
     ParticipantNotAnswering,
     response_record,
 )
+from studies.web.guards import JsonInvalid, json_parse
 from studies.web.openapi import SCHEMA
 
 TOKEN_HEADER = "X-Participant-Token"
-ENTRY_PARAMS = ("assignmentId", "hitId", "workerId", "turkSubmitTo", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+ENTRY_PARAMS = ("assignmentId", "hitId", "workerId", "turkSubmitTo", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "inv")
 
 
 class ApiError(Exception):
@@ -69,12 +70,21 @@ def _error(status: int, error: str, detail: str) -> JsonResponse:
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
-    if not request.body:
+    """The JSON object in the body, whatever the Content-Type says ({} when empty).
+
+    Malformed, undecodable or too deeply nested JSON (:func:`studies.web.guards.json_parse`)
+    is a 400 ``invalid_json``; so is a multipart form, which the NUL guard has already parsed.
+    """
+    try:
+        raw = request.body
+    except RawPostDataException as exc:
+        raise ApiError(400, "invalid_json", "the body must be a JSON object, not a form") from exc
+    if not raw:
         return {}
     try:
-        data = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", "the body must be a JSON object") from exc
+        data = json_parse(raw)
+    except JsonInvalid as exc:
+        raise ApiError(400, "invalid_json", f"the body must be a JSON object ({exc})") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return data
@@ -154,8 +164,10 @@ def _trial_json(view: Any) -> dict[str, Any]:
 # --- entry -----------------------------------------------------------------------------
 
 
-def _entry_key(request: HttpRequest, kwargs: dict[str, Any]) -> str:
-    return client_address(request)
+def _entry_key(request: HttpRequest, kwargs: dict[str, Any]) -> Counter:
+    """Entries are counted per (study, client address), shared with the HTML entry; unknown slugs
+    in a scope of their own, so they never spend a real study's budget."""
+    return study_entry_counter(request, kwargs.get("slug", ""))
 
 
 @rate_limited("entry", key=_entry_key, json=True)
@@ -186,7 +198,9 @@ def _enter(request: HttpRequest, slug: str) -> JsonResponse:
                     "example": _absolute_view(request, example),
                 }
             )
-        result = participant_enter(study=study, identity=identity)
+        result = participant_enter(
+            study=study, identity=identity, client_key=client_address(request), invitation=params.get("inv", "")
+        )
     except EntryInvalid as exc:
         raise ApiError(400, "invalid_entry", f"{exc.field}: {exc.message}") from exc
     except EntryRefused as exc:
@@ -280,7 +294,8 @@ def _get_trial(request: HttpRequest) -> JsonResponse:
 
 
 def _submit_key(request: HttpRequest, kwargs: dict[str, Any]) -> str:
-    return f"{request.headers.get(TOKEN_HEADER, '')}|{client_address(request)}"
+    """Answers are counted per participant token (the same counter as the HTML answer form)."""
+    return f"participant|{request.headers.get(TOKEN_HEADER, '')}"
 
 
 @rate_limited("submit", key=_submit_key, json=True)

@@ -142,10 +142,12 @@ SCHEMAS: dict[str, Any] = {
     "EntryRequest": {
         "type": "object",
         "description": "The platform's URL parameters, as received. None: a plain link (anonymous id). "
-        "assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE: an MTurk preview (nothing stored).",
+        "assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE: an MTurk preview (nothing stored). An entry resumes a "
+        "participant only for the same assignmentId / SESSION_ID; inv is the signed invitation of a study "
+        "that requires one.",
         "properties": {
             name: {"type": "string"}
-            for name in ("assignmentId", "hitId", "workerId", "turkSubmitTo", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
+            for name in ("assignmentId", "hitId", "workerId", "turkSubmitTo", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "inv")
         },
     },
     "EntryResponse": {
@@ -221,7 +223,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["assignment", "choice"],
         "properties": {
-            "assignment": {"type": "string", "minLength": 1, "description": "the trial token"},
+            "assignment": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the token of the trial shown by GET trial (a trial never shown, such as the "
+                "preloaded next one, is refused: 400 naming `assignment`)",
+            },
             "choice": {"type": "integer", "minimum": 0, "maximum": 4},
             "client_response_ms": {"type": "integer", "minimum": 0, "maximum": 21600000},
             "focus_events": {"type": "array", "maxItems": 200, "items": _ref("FocusEvent")},

@@ -8,7 +8,6 @@ no cookies needed) and follows POST-redirect-GET.
 from __future__ import annotations
 
 import contextlib
-import json
 import mimetypes
 from typing import Any
 
@@ -19,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from studies.http import form_token_make, frameable, worker_csrf
 from studies.models import Item, Participant, Study
-from studies.ratelimit import client_address, rate_limited
+from studies.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 from studies.selectors.participation import (
     ParticipantState,
     assignment_for_image,
@@ -53,6 +52,7 @@ from studies.services.responses import (
     ParticipantNotAnswering,
     response_record,
 )
+from studies.web.guards import JsonInvalid, json_parse
 
 RESUME_COOKIE_SALT = "xaistudy.link-resume"
 
@@ -87,12 +87,18 @@ def _context(participant: Participant, **extra: Any) -> dict[str, Any]:
 
 
 def _submit_key(request: HttpRequest, kwargs: dict[str, Any]) -> str:
-    return f"{kwargs.get('token', '')}|{client_address(request)}"
+    """Answers are counted per participant (the token in the URL), wherever they come from."""
+    return f"participant|{kwargs.get('token', '')}"
+
+
+def _entry_key(request: HttpRequest, kwargs: dict[str, Any]) -> Counter:
+    """Entries are counted per (study, client address); unknown slugs in a scope of their own."""
+    return study_entry_counter(request, kwargs.get("slug", ""))
 
 
 @frameable
 @require_GET
-@rate_limited("entry")
+@rate_limited("entry", key=_entry_key)
 def entry(request: HttpRequest, slug: str) -> HttpResponse:
     """``/s/<slug>/``: the study link for MTurk, Prolific or plain use."""
     study = get_object_or_404(Study, slug=slug)
@@ -106,23 +112,26 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
                 "studies/preview.html",
                 {"study": study, "example": example, "wording": study_wording(study)},
             )
-        resume = None
-        if identity.platform == "link":
-            token = request.get_signed_cookie(_resume_cookie(study), default=None, salt=RESUME_COOKIE_SALT)
-            resume = participant_by_token(token) if token else None
-        result = participant_enter(study=study, identity=identity, resume_participant=resume)
+        token = request.get_signed_cookie(_resume_cookie(study), default=None, salt=RESUME_COOKIE_SALT)
+        resume = participant_by_token(token) if token else None
+        result = participant_enter(
+            study=study, identity=identity, resume_participant=resume,
+            client_key=client_address(request), invitation=request.GET.get("inv", ""),
+        )  # fmt: skip
     except EntryInvalid as exc:
         return _refused(request, study, f"This link is incomplete or malformed ({exc.field} {exc.message}).", 400)
     except EntryRefused as exc:
         return _refused(request, study, exc.message, 403)
     target = "studies:worker-done" if result.completed else "studies:worker-home"
     response = HttpResponseRedirect(reverse(target, args=[result.participant.token]))
-    if result.participant.platform == "link":
-        response.set_signed_cookie(
-            _resume_cookie(study), result.participant.token, salt=RESUME_COOKIE_SALT,
-            max_age=30 * 24 * 3600, httponly=True, samesite="Lax",
-            secure=request.is_secure(),
-        )  # fmt: skip
+    # This browser's proof of being this participant (see services.participation). MTurk shows the
+    # page in a cross-site frame, where only a SameSite=None (so Secure) cookie can be sent back.
+    framed = result.participant.platform == "mturk" and request.is_secure()
+    response.set_signed_cookie(
+        _resume_cookie(study), result.participant.token, salt=RESUME_COOKIE_SALT,
+        max_age=30 * 24 * 3600, httponly=True, samesite="None" if framed else "Lax",
+        secure=request.is_secure(),
+    )  # fmt: skip
     return response
 
 
@@ -217,8 +226,8 @@ def answer(request: HttpRequest, token: str) -> HttpResponse:
     """Store one trial's answer (once), then show the next trial (POST-redirect-GET)."""
     participant = _participant_or_404(token)
     try:
-        events = json.loads(request.POST.get("focus_events") or "[]")
-    except json.JSONDecodeError:
+        events = json_parse(request.POST.get("focus_events") or "[]")
+    except JsonInvalid:  # malformed or nested too deeply: the service names the field
         events = "invalid"
     try:
         response_record(

@@ -12,6 +12,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from studies.models import Item, Participant, Response, Study
+from studies.services.participation import completion_code_derive
 from studies.testing import make_worker_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -105,12 +106,14 @@ def test_mturk_worker_completes_a_discrimination_study(live_server, browser, art
     assert _answer_trials(browser, artifacts, "mturk-discrimination") == 4
     _click_and_wait(browser, "[data-finish]")
     code = _wait(browser, "[data-completion-code]").text
-    assert code == study.completion_code
+    participant = Participant.objects.get()
+    assert code == participant.completion_code == completion_code_derive(study=study, participant_token=participant.token)
+    assert code != study.completion_code
     browser.save_screenshot(str(artifacts / "mturk-discrimination-done.png"))
     form = browser.find_element(By.CSS_SELECTOR, "[data-mturk-submit]")
     assert form.get_attribute("action") == "https://workersandbox.mturk.com/mturk/externalSubmit"
     assert form.find_element(By.NAME, "assignmentId").get_attribute("value") == "3BROWSERASSIGN"
-    participant = Participant.objects.get()
+    assert form.find_element(By.NAME, "completion_code").get_attribute("value") == code
     assert participant.status == Participant.Status.COMPLETED
     responses = Response.objects.filter(assignment__participant=participant)
     assert responses.count() == 4

@@ -13,6 +13,7 @@ from schemathesis.core.transport import Response as WireResponse
 
 from studies.models import Assignment, Item, Participant, Response, Study
 from studies.services.allocation import assignment_choices
+from studies.services.participation import completion_code_derive
 from studies.testing import make_worker_study
 from studies.web.openapi import SCHEMA
 
@@ -106,15 +107,20 @@ def test_api_completes_a_discrimination_study_from_a_link():
     assert first["number"] == 1
     assert first["total"] == 4  # three main trials plus one catch trial
     assert len(first["options"]) == 2
-    assert first["preload"], "the next trial's image is announced for preloading"
+    assert first["preload"] == [], "no look-ahead lease before the first answer"
     image = api.client.get(first["images"][0]["url"].replace("http://testserver", ""))
     assert image.status_code == 200
-    assert run_trials(api) == 4
+    api.call("POST", "/api/v1/participant/trial", {"assignment": first["token"], "choice": 0, "client_response_ms": 1234})
+    second = api.call("GET", "/api/v1/participant/trial").json()["trial"]
+    assert second["number"] == 2
+    assert second["preload"], "once answering, the next trial's image is announced for preloading"
+    assert run_trials(api) == 3
     early_state = api.call("GET", "/api/v1/participant").json()["state"]
     assert early_state["stage"] == "finish"
     assert "completion" not in early_state
     completed = api.call("POST", "/api/v1/participant/complete").json()
-    assert completed["completion"]["code"] == study.completion_code
+    assert completed["completion"]["code"] == completion_code_derive(study=study, participant_token=api.token)
+    assert completed["completion"]["code"] != study.completion_code
     assert completed["state"]["stage"] == "completed"
     participant = Participant.objects.get(token=api.token)
     responses = Response.objects.filter(assignment__participant=participant)
@@ -246,8 +252,9 @@ def test_one_judgment_query_budget(django_assert_max_num_queries):
     api.token = enter(api, study).json()["participant_token"]
     api.call("POST", "/api/v1/participant/consent", {"agree": True, "consent_version": study.consent_version})
     pass_practice(api, study)
-    first = api.call("GET", "/api/v1/participant/trial").json()["trial"]
-    api.call("POST", "/api/v1/participant/trial", {"assignment": first["token"], "choice": 0})
+    for _ in range(2):  # the look-ahead lease starts after the first answer: steady from the third trial
+        earlier = api.call("GET", "/api/v1/participant/trial").json()["trial"]
+        api.call("POST", "/api/v1/participant/trial", {"assignment": earlier["token"], "choice": 0})
     # lookup, lock, all assignments, take a slot (one statement on PostgreSQL), insert, stamp shown_at
     # (+ savepoint pair); SQLite picks and takes the slot in two statements
     with django_assert_max_num_queries(8 if connection.vendor == "postgresql" else 9):
@@ -259,7 +266,7 @@ def test_one_judgment_query_budget(django_assert_max_num_queries):
     with django_assert_max_num_queries(9):
         body = api.call("POST", "/api/v1/participant/trial", {"assignment": trial["token"], "choice": 0}).json()
     assert body["outcome"] == "recorded"
-    assert body["state"] == {"stage": "trial", "answered": 2, "planned": 10}
+    assert body["state"] == {"stage": "trial", "answered": 3, "planned": 10}
 
 
 def test_trial_image_is_cached_by_its_content_hash():

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from studies.exports import csv_cell, csv_lines, exclusion_flags_compute, export_rows, payment_decisions
 from studies.models import Item, Participant, Response, Study
+from studies.services.participation import session_hash
 from studies.services.synthetic_responses import synthetic_study_create
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +55,8 @@ def test_tidy_csv_round_trips_through_pandas(study):
         assert row["method"] == item.method
         assert row["item_role"] == item.role
         assert row["worker_hash"] == person.worker_hash
-        assert row["mturk_assignment_id"] == person.mturk_assignment_id
+        assert row["session_hash"] == session_hash(study=study, platform=person.platform, session_key=person.session_key)
+        assert person.mturk_assignment_id not in set(frame.astype(str).to_numpy().ravel())
         assert bool(row["correct"]) == response.correct
         assert int(row["answer_option"]) == response.chosen_option
         assert int(row["response_ms"]) == response.client_response_ms

@@ -51,7 +51,9 @@ def test_participant_by_token_equals_the_orm_lookup():
 
 def test_leases_counts_and_lock_equal_the_orm():
     participant = _participant_in_trials()
-    trial_lease(participant=participant)  # allocates; the second call reads the held leases back
+    first = trial_lease(participant=participant, mark_shown=True).leases[0]  # one lease until an answer
+    response_record(participant=participant, assignment_token=first.token, choice=0)
+    trial_lease(participant=participant)  # allocates the next and one ahead; the second call reads them back
     lease = trial_lease(participant=participant, mark_shown=True)
     assert len(lease.leases) == 2
     for held in lease.leases:
@@ -63,12 +65,12 @@ def test_leases_counts_and_lock_equal_the_orm():
     with pytest.raises(Participant.DoesNotExist):
         participant_lock(-1)
     counts = slot_counts(participant=participant)
-    assert (counts.answered, counts.open, counts.expired) == (0, 2, 0)
+    assert (counts.answered, counts.open, counts.expired) == (1, 2, 0)
 
 
 def test_submit_stores_what_the_orm_would_read_back():
     participant = _participant_in_trials()
-    first = trial_lease(participant=participant).leases[0]
+    first = trial_lease(participant=participant, mark_shown=True).leases[0]
     outcome = response_record(
         participant=participant, assignment_token=first.token, choice=1, client_response_ms=1234,
         focus_events=[{"type": "blur", "t": 5}], comment=" why ",

@@ -9,7 +9,13 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from studies.models import Assignment, Item, Participant, Study
-from studies.services.allocation import assignment_choices, assignments_lease, catch_slots, leases_sweep
+from studies.services.allocation import (
+    assignment_choices,
+    assignments_lease,
+    catch_slots,
+    leases_sweep,
+    trial_lease,
+)
 from studies.services.responses import response_record
 from studies.tasks import sweep_leases
 from studies.testing import make_worker_study
@@ -27,7 +33,7 @@ def _participants(study: Study, n: int) -> list[Participant]:
 
 def _finish(participant: Participant) -> int:
     done = 0
-    while leases := assignments_lease(participant=participant):
+    while leases := trial_lease(participant=participant, mark_shown=True).leases:  # shown, as the trial views do
         assert response_record(participant=participant, assignment_token=leases[0].token, choice=0).status == "recorded"
         done += 1
     return done
@@ -92,10 +98,12 @@ def test_option_order_is_a_permutation_and_both_orders_occur():
 def test_sweep_returns_expired_slots_and_keeps_answers():
     study = make_worker_study(n_main=2, judgments_per_item=1, trials_per_participant=2, lease_seconds=60, with_files=False)
     first, second = _participants(study, 2)
-    leases = assignments_lease(participant=first)
+    opening = trial_lease(participant=first, mark_shown=True).leases
+    assert len(opening) == 1  # no look-ahead before the first answer
+    response_record(participant=first, assignment_token=opening[0].token, choice=0)
+    leases = opening + trial_lease(participant=first, mark_shown=True).leases
     assert len(leases) == 2
-    response_record(participant=first, assignment_token=leases[0].token, choice=0)
-    assert assignments_lease(participant=second) == []  # both slots in use
+    assert assignments_lease(participant=second) == []  # both slots in use (and nothing overdue to sweep)
     later = timezone.now() + timedelta(seconds=61)
     assert leases_sweep(now=later) == 1
     assert Assignment.objects.get(pk=leases[0].pk).status == Assignment.Status.ANSWERED
@@ -112,7 +120,7 @@ def test_sweep_returns_expired_slots_and_keeps_answers():
 def test_late_answer_is_kept_while_the_slot_is_free():
     study = make_worker_study(n_main=1, judgments_per_item=1, trials_per_participant=1, lease_seconds=1, with_files=False)
     (worker,) = _participants(study, 1)
-    lease = assignments_lease(participant=worker)[0]
+    lease = trial_lease(participant=worker, mark_shown=True).leases[0]
     Assignment.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=5))
     call_command("sweep_leases")
     assert sweep_leases() == 0  # the Celery task wraps the same service

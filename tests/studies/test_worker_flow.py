@@ -11,6 +11,7 @@ from django.urls import reverse
 from studies.http import form_token_make
 from studies.models import Assignment, ExcludedWorker, Item, Participant, Response, Study
 from studies.services.allocation import assignment_choices
+from studies.services.participation import completion_code_derive
 from studies.testing import make_worker_study
 
 pytestmark = pytest.mark.django_db
@@ -78,13 +79,16 @@ def test_link_flow_discrimination_end_to_end(client):
     assert answer_all(client, token) == 3
     finish = client.get(reverse("studies:worker-home", args=[token]))
     assert b"data-finish" in finish.content
-    assert study.completion_code.encode() not in finish.content
+    own_code = completion_code_derive(study=study, participant_token=token)
+    assert own_code.encode() not in finish.content
     done = post(client, "complete", token)
     assert done.status_code == 302
     assert done["Location"].endswith("/done")
     page = client.get(done["Location"])
-    assert study.completion_code.encode() in page.content
+    assert own_code.encode() in page.content
+    assert study.completion_code.encode() not in page.content  # the study-wide (Prolific) code is not shown
     participant = Participant.objects.get(token=token)
+    assert participant.completion_code == own_code
     assert participant.status == Participant.Status.COMPLETED
     responses = Response.objects.filter(assignment__participant=participant)
     assert responses.count() == 3
@@ -117,7 +121,7 @@ def test_mturk_completion_posts_to_external_submit(client):
     page = client.get(reverse("studies:worker-done", args=[token])).content.decode()
     assert 'action="https://workersandbox.mturk.com/mturk/externalSubmit"' in page
     assert 'name="assignmentId" value="3ASSIGNMENT0001"' in page
-    assert study.completion_code in page
+    assert f'name="completion_code" value="{completion_code_derive(study=study, participant_token=token)}"' in page
 
 
 @pytest.mark.parametrize(
@@ -157,7 +161,7 @@ def test_returning_worker_resumes_the_same_trial(client):
     assert token_from(again) == token
     page = client.get(again["Location"])
     assert first.token.encode() in page.content
-    assert Participant.objects.count() == 1
+    assert Participant.objects.count() == 1  # the same browser (its resume cookie) continues, re-bound
     assert Participant.objects.get().prolific_session_id == "sess0002"
 
 
