@@ -272,36 +272,39 @@ class ExclusionGroup(models.Model):
         return self.name
 
 
-class ExclusionGroupWorker(models.Model):
+class ListedWorker(models.Model):
+    """A platform id on a list of workers who may not take part (matched case- and space-insensitively)."""
+
+    platform_worker_id = models.CharField(max_length=255)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.platform_worker_id
+
+
+class ExclusionGroupWorker(ListedWorker):
     """A platform id on an exclusion group's list (imported from CSV; stored normalised)."""
 
     group = models.ForeignKey(ExclusionGroup, on_delete=models.CASCADE, related_name="workers")
-    platform_worker_id = models.CharField(max_length=255)
-    reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["group", "platform_worker_id"], name="exclusion_group_worker_unique"),
         ]
 
-    def __str__(self) -> str:
-        return self.platform_worker_id
 
-
-class ExcludedWorker(models.Model):
+class ExcludedWorker(ListedWorker):
     """A platform worker who may not take part in a study (e.g. took a related study)."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="excluded_workers")
-    platform_worker_id = models.CharField(max_length=255)
-    reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["study", "platform_worker_id"], name="excluded_worker_unique"),
         ]
-
-    def __str__(self) -> str:
-        return self.platform_worker_id
 
 
 class Prediction(models.Model):

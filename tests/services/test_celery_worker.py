@@ -69,9 +69,9 @@ def test_postgres_enforces_the_constraints(make_image_bytes) -> None:
     # One participant per platform session (worker ids are public: they bind nothing).
     with pytest.raises(IntegrityError), transaction.atomic():
         Participant.objects.create(study=study, platform="link", platform_worker_id="w9", session_key="s1", worker_hash="h")
+    Participant.objects.create(study=study, platform="link", platform_worker_id="w8", session_key="s8", worker_hash="h",
+                               invitation="n1")  # fmt: skip
     with pytest.raises(IntegrityError), transaction.atomic():
-        Participant.objects.create(study=study, platform="link", platform_worker_id="w8", session_key="s8", worker_hash="h",
-                                   invitation="n1")  # fmt: skip
         Participant.objects.create(study=study, platform="link", platform_worker_id="w7", session_key="s7", worker_hash="h",
                                    invitation="n1")  # fmt: skip
     assignment = Assignment.objects.create(participant=participant, item=item, position=0, expires_at=timezone.now())
