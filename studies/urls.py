@@ -12,6 +12,7 @@ from .web import api, pages
 app_name = "studies"
 
 urlpatterns = [
+    path("", views.landing, name="landing"),
     path("healthz", views.healthz, name="healthz"),
     # Staff-only results, plots, exports and the reproducibility pack (studies/views_results.py).
     path("results/<str:slug>/", views_results.results_page, name="results"),

@@ -51,7 +51,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # Development default only; production settings require DJANGO_SECRET_KEY.
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-insecure-xaistudy-key-do-not-use-in-production")
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless DJANGO_DEBUG=1 is set explicitly: a debug page shows URL patterns, settings and
+# tracebacks, and the demo is served to people who are not developers (issue #13).
+DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -69,6 +71,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "studies.web.guards.NulByteGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files with DEBUG off (demo and production)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,6 +137,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", VAR_DIR / "static"))
+# The embedded default serves static files straight from the apps (no collectstatic step);
+# production images run collectstatic at build time and turn this off.
+WHITENOISE_USE_FINDERS = env_bool("XAISTUDY_STATIC_FROM_APPS", True)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", VAR_DIR / "media"))
 STORAGES = {

@@ -19,6 +19,7 @@ except KeyError as exc:  # pragma: no cover - exercised by the deploy check in C
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production") from exc
 
 DEBUG = False
+WHITENOISE_USE_FINDERS = False  # the image runs collectstatic at build time (docker/Dockerfile)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list the public host names")
