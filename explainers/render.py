@@ -7,7 +7,9 @@ Conventions (Selvaraju et al. 2017, Fig. 1):
 
 * **CAM overlay**: the map ``m >= 0`` is divided by ``vmax`` (default its maximum, or a shared
   :func:`joint_scale`), clipped to [0, 1], coloured with a jet colormap and blended with the
-  image: ``out = (1 - alpha) * image + alpha * jet(m / vmax)``.
+  image: ``out = (1 - alpha) * base + alpha * jet(m / vmax)``. ``base`` is the image itself
+  (``base="color"``, the paper's look) or its luminance (``base="gray"``): under a grey picture
+  the map is the only colour on screen, so a red object cannot be read as heat.
 * **Gradient, colour** (the paper's Guided Backprop / Guided Grad-CAM look): each signed
   attribution ``g`` is shown as ``0.5 + 0.5 * g / s`` clipped to [0, 1], so zero is mid-gray,
   where ``s`` is the ``percentile``-th percentile of ``|g|`` over the map (default 99.5: the few
@@ -17,6 +19,10 @@ Conventions (Selvaraju et al. 2017, Fig. 1):
 * **Top-k% mask** (Robot A/B studies): the ``percent`` % pixels with the highest saliency keep
   their colour, the rest become gray.
 
+**Colour keys** (:func:`colour_key`, :func:`colour_key_png`): each rendering has a legend drawn
+by the same code on a ramp from "nothing" to "most", so the key a worker sees is exactly the
+encoding of the stimuli.
+
 Images are ``[3, H, W]`` tensors (or ``H x W x 3`` arrays) with values in [0, 1]; uint8 arrays are
 accepted and divided by 255.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,6 +40,12 @@ from PIL import Image
 
 __all__ = [
     "DEFAULT_PERCENTILE",
+    "KEY_KINDS",
+    "ColourKey",
+    "colour_key",
+    "colour_key_pixels",
+    "colour_key_png",
+    "grayscale",
     "compose_side_by_side",
     "gradient_magnitude",
     "jet_colormap",
@@ -90,16 +103,24 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def grayscale(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Luminance (ITU-R BT.601: ``0.299 R + 0.587 G + 0.114 B``) of an image, as ``H x W x 3`` in [0, 1]."""
+    rgb = _image_hwc(image, "image")
+    luminance = rgb @ np.array([0.299, 0.587, 0.114])
+    return np.repeat(luminance[..., None], 3, axis=2)
+
+
 def render_cam_overlay(
     image: torch.Tensor | np.ndarray,
     cam: torch.Tensor | np.ndarray,
     *,
     alpha: float = 0.5,
     vmax: float | None = None,
+    base: Literal["color", "gray"] = "color",
 ) -> bytes:
-    """Jet-coloured CAM blended over the image, as a PNG.
+    """Jet-coloured CAM blended over the image (in colour or in grey), as a PNG.
 
-    ``out = (1 - alpha) * image + alpha * jet(clip(cam / vmax, 0, 1))``. A CAM at another
+    ``out = (1 - alpha) * base_image + alpha * jet(clip(cam / vmax, 0, 1))``. A CAM at another
     resolution than the image is resized bilinearly to it. ``vmax`` defaults to the map's
     maximum (the paper's per-map normalization); pass :func:`joint_scale` of several maps to
     compare them on one scale. An all-zero map (or ``vmax <= 0``) shows as the colormap's zero.
@@ -109,10 +130,14 @@ def render_cam_overlay(
         cam: ``[H', W']`` non-negative map (negative values are clipped to 0).
         alpha: Weight of the heatmap, in [0, 1].
         vmax: Value shown as the top colour.
+        base: ``"color"`` blends with the image as it is (the paper's look); ``"gray"`` with its
+            luminance (:func:`grayscale`), so the heatmap is the only colour in the picture.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = _image_hwc(image, "image")
+    if base not in ("color", "gray"):
+        raise ValueError(f"base must be 'color' or 'gray', got {base!r}")
+    rgb = _image_hwc(image, "image") if base == "color" else grayscale(image)
     heat = _map_2d(cam, "cam")
     if heat.shape != rgb.shape[:2]:
         heat = _resize_map(heat, rgb.shape[:2])
@@ -209,6 +234,75 @@ def render_topk_mask(
     keep[order[:keep_count]] = True
     keep = keep.reshape(values.shape)
     return png_bytes(np.where(keep[..., None], rgb, float(fill)))
+
+
+KEY_KINDS: tuple[str, ...] = ("overlay", "gradient")
+KEY_WIDTH, KEY_HEIGHT = 240, 18
+
+
+@dataclass(frozen=True)
+class ColourKey:
+    """What a rendering's colours mean, for the legend shown beside every stimulus.
+
+    Attributes:
+        kind: ``"overlay"`` (:func:`render_cam_overlay`) or ``"gradient"``
+            (:func:`render_gradient` with ``style="color"``).
+        low: What the left end of the key (no evidence) looks like.
+        high: What the right end (the strongest evidence) looks like.
+        description: One sentence a worker can read.
+    """
+
+    kind: str
+    low: str
+    high: str
+    description: str
+
+
+_KEYS = {
+    "overlay": ColourKey(
+        "overlay", "blue: not used", "red: used most",
+        "Colours over the picture: blue where the computer did not look, through green and yellow, "
+        "to red where it looked most.",
+    ),
+    "gradient": ColourKey(
+        "gradient", "grey: not used", "vivid: used most",
+        "A picture of the evidence itself: plain grey where a pixel did not matter; the more a pixel "
+        "mattered, the more it stands out from the grey, in colour, light or dark.",
+    ),
+}
+
+
+def colour_key(kind: str) -> ColourKey:
+    """The legend of a rendering (``"overlay"`` or ``"gradient"``; see :data:`KEY_KINDS`)."""
+    try:
+        return _KEYS[kind]
+    except KeyError:
+        raise ValueError(f"kind must be one of {KEY_KINDS}, got {kind!r}") from None
+
+
+def colour_key_pixels(kind: str, *, width: int = KEY_WIDTH, height: int = KEY_HEIGHT) -> np.ndarray:
+    """The key as ``height x width x 3`` uint8: the rendering itself applied to a left-to-right ramp.
+
+    ``overlay``: :func:`render_cam_overlay` with ``base="gray"`` of a mid-grey picture under the
+    map ``x / (width - 1)``. ``gradient``: :func:`render_gradient` (``style="color"``, scale 1) of
+    a fixed signed pattern (seeded, 3 x 3 px cells) times the ramp: grey on the left, vivid on the
+    right. Deterministic.
+    """
+    colour_key(kind)
+    ramp = np.broadcast_to(np.linspace(0.0, 1.0, width), (height, width))
+    if kind == "overlay":
+        png = render_cam_overlay(np.full((height, width, 3), 0.5), ramp, vmax=1.0, base="gray")
+    else:
+        cells = np.random.default_rng(20170101).uniform(-1.0, 1.0, size=(3, -(-height // 3), -(-width // 3)))
+        pattern = np.repeat(np.repeat(cells, 3, axis=1), 3, axis=2)[:, :height, :width]
+        png = render_gradient(pattern * ramp[None], style="color", scale=1.0)
+    with Image.open(io.BytesIO(png)) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def colour_key_png(kind: str, *, width: int = KEY_WIDTH, height: int = KEY_HEIGHT) -> bytes:
+    """:func:`colour_key_pixels` as PNG bytes (no metadata)."""
+    return png_bytes(colour_key_pixels(kind, width=width, height=height))
 
 
 def compose_side_by_side(

@@ -105,7 +105,9 @@ def _staff_user(env: dict[str, str]) -> tuple[str, str]:
         env,
         f"""
 from django.contrib.auth import get_user_model
-get_user_model().objects.create_user({username!r}, password={password!r}, is_staff=True)
+from django.contrib.auth.models import Permission
+user = get_user_model().objects.create_user({username!r}, password={password!r}, is_staff=True)
+user.user_permissions.add(Permission.objects.get(codename="view_study"))  # the results page needs it (#11)
 print("null")
 """,
     )

@@ -3,8 +3,10 @@
 Admin classes only present and dispatch; every write goes through a service.
 
 Rights: every custom action declares the model permission it needs (``@admin.action(permissions=...)``):
-``change`` for what starts or stops work (prepare, pilot, evaluate, cancel, resume), ``view``
-for the tidy CSV (hashed worker ids only, no raw platform worker ids). The image-set zip import
+``change`` for what starts or stops work or writes a report (prepare, pilot, evaluate, validity audit,
+cancel, resume), ``view`` for the tidy CSV (hashed worker ids only, no raw platform worker ids). The
+study form refuses to set a study live unless its validity audit passed or was acknowledged
+(``services.validity``, the rule ``study_publish`` applies). The image-set zip import
 view needs ``add``. Results, plots and exports (``studies/views_results.py``) need
 ``studies.view_study``, and raw worker ids also ``studies.export_worker_ids``.
 """
@@ -278,6 +280,7 @@ class StudyAdminForm(forms.ModelForm):
 
     def clean(self) -> dict:  # type: ignore[type-arg]
         cleaned = super().clean()
+        self._publish_guard(cleaned)
         if "wording" in cleaned or "question" in cleaned:
             kind = cleaned.get("kind") or getattr(self.instance, "kind", "")
             for field, message in wording_errors(kind, cleaned.get("wording"), cleaned.get("question", "")).items():
@@ -287,6 +290,26 @@ class StudyAdminForm(forms.ModelForm):
                     self.add_error(None, f"{field}: {message}")
         return cleaned
 
+    def _publish_guard(self, cleaned: dict) -> None:  # type: ignore[type-arg]
+        """Setting the status to live here is publishing: the validity audit must have passed or
+        been acknowledged (the same rule as ``study_publish``; the audit reruns when stale)."""
+        if cleaned.get("status") != models.Study.Status.LIVE or self.instance.status == models.Study.Status.LIVE:
+            return
+        field = "status" if "status" in self.fields else None
+        if self.instance.pk is None:
+            self.add_error(field, "a new study cannot be live: save it, prepare its stimuli, then publish")
+            return
+        from studies.services.validity import validity_publish_refusal
+
+        acknowledged = cleaned.get("validity_acknowledged", self.instance.validity_acknowledged)
+        refusal = validity_publish_refusal(study_id=self.instance.pk, acknowledged=acknowledged)
+        # The audit may have just stored a new report: keep it when this form saves the row.
+        self.instance.validity_report = (
+            models.Study.objects.filter(pk=self.instance.pk).values_list("validity_report", flat=True).get()
+        )
+        if refusal is not None:
+            self.add_error(field, refusal)
+
 
 @admin.register(models.Study)
 class StudyAdmin(admin.ModelAdmin):
@@ -295,21 +318,28 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "status", "platform", "n_methods", "progress", "created_at")
     list_filter = ("kind", "status", "platform")
     search_fields = ("name", "slug")
-    readonly_fields = ("slug", "created_at", "item_summary", "platform_setup")
+    readonly_fields = ("slug", "created_at", "item_summary", "platform_setup", "validity_panel")
     autocomplete_fields = ("model", "model_pair")
     inlines = (JobInline, ExcludedWorkerInline)
     change_form_template = "admin/studies/study/change_form.html"  # adds a "Results" link
     actions = ("export_tidy_csv", "prepare_stimuli", "cancel_preparation", "resume_preparation", "pilot_simulated",
-               "evaluate_explanations")
+               "evaluate_explanations", "audit_validity")
     fieldsets = (
         (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set")}),
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
                                "practice_pass_fraction", "lease_seconds", "require_both_correct")}),
-        ("Wording", {"fields": ("question", "wording", "consent_text", "consent_version", "instructions", "questionnaire")}),
+        ("Wording", {"fields": ("public_title", "public_description", "question", "wording", "consent_text",
+                                "consent_version", "instructions", "questionnaire")}),
         ("Recruiting", {"fields": ("platform", "completion_code", "prolific_completion_url", "seed", "platform_setup",
-                                   "exclusion_group", "require_invitation", "entries_per_client", "entry_rate_limit")}),
+                                   "exclusion_group", "require_invitation", "entries_per_client", "entry_rate_limit",
+                                   "min_viewport_width", "min_viewport_height")}),
         ("Analysis and explainers", {"fields": ("explainer_options", "exclusion_rules")}),
         ("Items and progress", {"fields": ("item_summary", "created_at")}),
+        ("Validity audit (before launch)", {
+            "fields": ("validity_panel", "validity_acknowledged"),
+            "description": "Can a worker answer from anything but the explanation? Publishing (status live) needs "
+                           "the latest audit to pass, or its failures acknowledged here after reading them.",
+        }),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[models.Study]:
@@ -352,6 +382,16 @@ class StudyAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"{study.name}: evaluate job {job.public_id} {job.status}.")
+
+    @admin.action(description="Run the validity audit (stimulus format, layout, catch trials, Robot A side)",
+                  permissions=["change"])
+    def audit_validity(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        from studies.services.validity import study_validity_audit
+
+        for study in queryset:
+            report = study_validity_audit(study_id=study.pk)
+            level = messages.SUCCESS if report.passed else messages.WARNING
+            self.message_user(request, f"{study.name}: validity audit {report.summary()}", level)
 
     @admin.action(description="Prepare stimuli (predict, plan items, render heatmaps on the gpu queue)",
                   permissions=["change"])
@@ -411,6 +451,8 @@ class StudyAdmin(admin.ModelAdmin):
         base = getattr(settings, "XAISTUDY_PUBLIC_URL", "") or "https://YOUR-HOST"
         setup = platform_setup(study=obj, base_url=base)
         rows = [
+            ("Title (public: use it as the HIT's / Prolific study's title)", setup["title"]),
+            ("Description (public)", setup["description"] or "-"),
             ("Plain link", setup["link"]),
             ("MTurk: ExternalQuestion (HTTPS; FrameHeight 0 = full height)", setup["mturk_external_question"]),
             ("Prolific: study URL (URL parameters)", setup["prolific_study_url"]),
@@ -424,6 +466,18 @@ class StudyAdmin(admin.ModelAdmin):
         if base == "https://YOUR-HOST":
             body = format_html("{}<p>Set XAISTUDY_PUBLIC_URL to show the real host.</p>", body)
         return body
+
+    @admin.display(description="latest audit")
+    def validity_panel(self, obj: models.Study) -> str:
+        """The stored validity report: each check with what was measured, the figure and the threshold."""
+        from django.template.loader import render_to_string
+
+        from studies.services.validity import ValidityReport, study_fingerprint
+
+        report = ValidityReport.from_dict(obj.validity_report or {}) if obj.pk else None
+        stale = report is not None and report.fingerprint != study_fingerprint(study=obj)
+        return render_to_string("admin/studies/study/validity_panel.html",
+                                {"report": report, "stale": stale, "study": obj})  # fmt: skip
 
     @admin.display(description="items")
     def item_summary(self, obj: models.Study) -> str:

@@ -3,14 +3,18 @@
 Exports (``EXPORT_KINDS``):
 
 * ``tidy`` - one row per judgment (practice trials left out): study, item, method, models,
-  image, target class, the options as shown and their order, the answer, correct or scores,
-  hashed worker id, platform ids, times, response times, exclusion flags (any rule and one
-  column per rule), simulated flag.
+  image, target class, the options as shown and their order, the answer (trust: the scale
+  position and the wording shown), correct or scores, the worker's comment, hashed worker id,
+  platform ids, times, response times, exclusion flags (any rule and one column per rule), the
+  participant's questionnaire answers (``q_<name>``, one column per question), simulated flag.
 * ``summary`` - one row per (with/without exclusions, method) with every statistic.
 * ``pairwise`` - one row per (with/without exclusions, pair of methods), Holm-adjusted.
 * ``exclusions`` - one row per rule with the workers and judgments it flags.
 * ``mturk`` - MTurk batch-results shape: one row per participant with ``HITId``,
-  ``AssignmentId``, ``WorkerId``, ``WorkTimeInSeconds``, ``Input.*`` and ``Answer.*``.
+  ``AssignmentId``, ``WorkerId``, ``WorkTimeInSeconds``, ``Input.*`` and ``Answer.*`` (the
+  questionnaire as ``Answer.q_<name>``, each trial as ``Answer.trial_NN_*``).
+* ``questionnaire`` - one row per (participant who submitted it, question): the question's
+  name, text and type and the answer, with the hashed worker and session ids.
 * ``payments-mturk`` / ``payments-prolific`` - approve / reject / bonus lists.
 
 Every cell goes through :func:`csv_cell`: a string that a spreadsheet would evaluate as a
@@ -25,7 +29,9 @@ joins exactly with the other files; any other identifier (e.g. a worker id sent 
 Payment policy (``payment_decisions``): a completed participant flagged by no rule is
 approved (and gets ``bonus``); one flagged by ``catch_accuracy_below`` (failed attention
 checks, the reason both platforms accept) is rejected; one flagged only by other rules, or
-who did not complete, is left for manual review.
+who did not complete, is left for manual review. A participant screened out by the practice
+(``screened_out``: every practice attempt failed, asked to return the HIT / study) is listed
+apart, last: neither approved nor rejected.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from django.http import StreamingHttpResponse
 from studies.analysis import apply_exclusions, rows_as_dicts, rules_from_json
 from studies.models import Assignment, Item, Participant, Response, Study
 from studies.selectors.judgments import StudyJudgments, study_judgments_load
-from studies.services.participation import session_hash
+from studies.selectors.participation import study_wording
+from studies.services.participation import questionnaire_questions, session_hash
 from studies.services.results import StudyResults, pairwise_rows, study_results_compute, summary_rows
 
 __all__ = [
@@ -63,7 +70,9 @@ __all__ = [
     "streaming_csv_response",
 ]
 
-EXPORT_KINDS = ("tidy", "summary", "pairwise", "exclusions", "mturk", "payments-mturk", "payments-prolific")
+EXPORT_KINDS = (
+    "tidy", "summary", "pairwise", "exclusions", "questionnaire", "mturk", "payments-mturk", "payments-prolific",
+)  # fmt: skip
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SAFE_IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -191,9 +200,41 @@ def _participant_info(study: Study) -> dict[int, dict[str, Any]]:
     rows = Participant.objects.filter(study_id=study.pk).values(
         "id", "worker_hash", "platform", "platform_worker_id", "mturk_assignment_id", "mturk_hit_id",
         "prolific_study_id", "prolific_session_id", "status", "is_simulated", "started_at", "completed_at",
-        "completion_code", "session_key",
+        "completion_code", "session_key", "questionnaire",
     )  # fmt: skip
     return {row["id"]: row for row in rows}
+
+
+@dataclass(frozen=True)
+class QuestionColumn:
+    """One closing question as exported: ``name`` (column ``q_<name>``), the text shown, its type."""
+
+    name: str
+    text: str
+    type: str
+
+
+def questionnaire_columns(study: Study, people: dict[int, dict[str, Any]]) -> list[QuestionColumn]:
+    """The study's questions in order, then any name answered under an earlier questionnaire (text unknown)."""
+    columns = [QuestionColumn(q.name, q.label, q.type) for q in questionnaire_questions(study=study)]
+    known = {c.name for c in columns}
+    extra = sorted({name for person in people.values() for name in _answers(person) if name not in known})
+    return columns + [QuestionColumn(name, "", "") for name in extra]
+
+
+def _answers(person: dict[str, Any]) -> dict[str, Any]:
+    stored = person.get("questionnaire")
+    answers = stored.get("answers") if isinstance(stored, dict) else None
+    return answers if isinstance(answers, dict) else {}
+
+
+def trust_scale_position(*, score_model_a: int | None, model_a_shown_left: bool | None) -> int | None:
+    """The trust answer as the worker clicked it: the 0-based scale position (0 = the scale's first label,
+    "Robot A is clearly more reasonable"), the inverse of ``responses.answer_score``."""
+    if score_model_a is None:
+        return None
+    score_robot_a = score_model_a if model_a_shown_left is not False else -score_model_a
+    return 2 - score_robot_a
 
 
 def _models(study: Study) -> tuple[str, str]:
@@ -209,7 +250,7 @@ TIDY_HEADER = (
     "options_as_shown", "correct_option", "answer_option", "answer_label", "answer_position", "correct",
     "robot_a_is_model_a", "score_model_a", "score_towards_model_b", "worker_hash", "platform",
     "session_hash", "mturk_hit_id", "prolific_study_id", "trial_position",
-    "shown_at", "answered_at", "response_ms", "server_response_ms", "excluded", "excluded_by",
+    "shown_at", "answered_at", "response_ms", "server_response_ms", "comment", "excluded", "excluded_by",
 )  # fmt: skip
 
 
@@ -226,8 +267,11 @@ def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list
             hashes[person["id"]] = session_hash(study=study, platform=person["platform"], session_key=person["session_key"])
         return hashes[person["id"]]
 
-    header = [*TIDY_HEADER, *(f"exclude_{name}" for name in flags.rule_names), "is_simulated"]
+    questions = questionnaire_columns(study, people)
+    header = [*TIDY_HEADER, *(f"exclude_{name}" for name in flags.rule_names), *(f"q_{q.name}" for q in questions),
+              "is_simulated"]  # fmt: skip
     trust = study.kind == Study.Kind.TRUST
+    scale = study_wording(study).scale
 
     def rows() -> Iterator[list[Any]]:
         query = (
@@ -238,11 +282,11 @@ def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list
                 "assignment__item_id", "assignment__participant_id", "assignment__position",
                 "assignment__option_order", "assignment__model_a_shown_left", "assignment__shown_at",
                 "assignment__answered_at", "chosen_option", "correct", "score_model_a", "client_response_ms",
-                "created_at",
+                "created_at", "comment",
             )
         )  # fmt: skip
         for (item_id, pid, position, order, a_left, shown_at, answered_at, chosen, correct, score, rt_ms,
-             created_at) in query.iterator(chunk_size=_CHUNK):  # fmt: skip
+             created_at, comment) in query.iterator(chunk_size=_CHUNK):  # fmt: skip
             item = items[item_id]
             person = people[pid]
             options = item["options"] or []
@@ -251,21 +295,27 @@ def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list
             answered = answered_at or created_at
             server_ms = round((answered_at - shown_at).total_seconds() * 1000) if answered_at and shown_at else None
             rule_flags = flags.of(pid)
+            answers = _answers(person)
+            if trust:  # the scale position clicked and its wording (the scale has no per-item options)
+                answer_option = answer_position = trust_scale_position(score_model_a=score, model_a_shown_left=a_left)
+                answer_label = scale[answer_option] if answer_option is not None else None
+            else:
+                answer_option = chosen
+                answer_label = options[chosen] if chosen is not None and 0 <= chosen < len(options) else None
+                answer_position = order.index(chosen) if chosen in order else None
             yield [
                 _ident(study.slug), study.kind, _ident(item["public_id"]), item["role"], item["method"], model_a, model_b,
                 item["image__original_name"], item["image__sha256"], item["stimulus_a__sha256"],
                 item["stimulus_b__sha256"], item["target_class"], item["target_label"], options, order, shown,
-                item["correct_option"], chosen,
-                options[chosen] if chosen is not None and 0 <= chosen < len(options) else None,
-                order.index(chosen) if chosen in order else None,
+                item["correct_option"], answer_option, answer_label, answer_position,
                 correct,
                 (a_left if a_left is not None else True) if trust else None,
                 score, None if score is None else -score,
                 _ident(person["worker_hash"]), person["platform"], _ident(session_of(person)),
                 _ident(person["mturk_hit_id"]), _ident(person["prolific_study_id"]), position,
-                shown_at, answered, rt_ms, server_ms, any(rule_flags),
+                shown_at, answered, rt_ms, server_ms, comment, any(rule_flags),
                 ";".join(n for n, f in zip(flags.rule_names, rule_flags, strict=True) if f),
-                *rule_flags, person["is_simulated"],
+                *rule_flags, *(answers.get(q.name) for q in questions), person["is_simulated"],
             ]  # fmt: skip
 
     return header, rows()
@@ -281,35 +331,64 @@ class PaymentDecision:
     """What to do with one participant's submission on the crowd platform."""
 
     participant_id: int
-    action: str  # "approve", "reject" or "review"
+    action: str  # "approve", "reject", "review" or "screened_out"
     reason: str
     bonus: Decimal
 
 
+#: The reason given for a participant screened out by the practice (issue #12).
+SCREENED_OUT_REASON = "screened out by the practice"
+
+
 def payment_decisions(*, study: Study, flags: ExclusionFlags, bonus: Decimal = Decimal("0")) -> list[PaymentDecision]:
-    """Approve / reject / review per participant, following the policy in the module docstring."""
+    """Approve / reject / review / screened_out per participant, following the module docstring's policy.
+
+    ``screened_out``: failed every practice attempt (a comprehension check) and was asked to return
+    the HIT / the study; never approved and never rejected (Prolific: a failed comprehension check
+    is never a reason to reject; request a return if they submitted anyway). They have no trials.
+    A completed participant whose worker id was also screened out in another session of the study
+    (a second try after returning) is left for review.
+    """
+    people = list(
+        Participant.objects.filter(study_id=study.pk).order_by("id")
+        .values_list("id", "status", "platform", "platform_worker_id", "practice_attempts_used")
+    )  # fmt: skip
+    screened = {(platform, worker) for _, status, platform, worker, _ in people
+                if status == Participant.Status.SCREENED_OUT}  # fmt: skip
     decisions = []
-    for pid, status in Participant.objects.filter(study_id=study.pk).order_by("id").values_list("id", "status"):
+    for pid, status, platform, worker, attempts in people:
         rule_flags = flags.of(pid)
         flagged = [n for n, f in zip(flags.rule_names, rule_flags, strict=True) if f]
-        if status != Participant.Status.COMPLETED:
+        if status == Participant.Status.SCREENED_OUT:
+            what = {"mturk": "the HIT", "prolific": "the study"}.get(platform, "")
+            reason = f"{SCREENED_OUT_REASON} ({attempts} failed attempt{'' if attempts == 1 else 's'})"
+            decisions.append(PaymentDecision(pid, "screened_out", reason + (f"; asked to return {what}" if what else ""),
+                                             Decimal("0")))  # fmt: skip
+        elif status != Participant.Status.COMPLETED:
             decisions.append(PaymentDecision(pid, "review", f"did not complete (status {status})", Decimal("0")))
         elif any(n.startswith("catch_accuracy_below") for n in flagged):
             decisions.append(PaymentDecision(pid, "reject", "failed attention checks", Decimal("0")))
         elif flagged:
             decisions.append(PaymentDecision(pid, "review", "flagged by " + ", ".join(flagged), Decimal("0")))
+        elif (platform, worker) in screened:
+            decisions.append(PaymentDecision(pid, "review", f"{SCREENED_OUT_REASON} in another session of this study",
+                                             Decimal("0")))  # fmt: skip
         else:
             decisions.append(PaymentDecision(pid, "approve", "", bonus))
     return decisions
 
 
 def _payments(study: Study, flags: ExclusionFlags, platform: str, bonus: Decimal) -> tuple[list[str], Iterator[list[Any]]]:
+    """The platform's payment list; screened-out participants come last, in a list of their own
+    (MTurk: neither approved nor rejected, the reason in ``ScreenedOut``; Prolific: action
+    ``SCREENED_OUT``)."""
     people = _participant_info(study)
     decisions = [d for d in payment_decisions(study=study, flags=flags, bonus=bonus)
                  if people[d.participant_id]["platform"] == platform]  # fmt: skip
+    decisions.sort(key=lambda d: d.action == "screened_out")  # stable: the others keep their order
     if platform == Study.Platform.MTURK:
         header = ["AssignmentId", "WorkerId", "HITId", "Approve", "Reject", "BonusAmount", "BonusReason", "Review",
-                  "ExpectedCompletionCode"]  # fmt: skip
+                  "ExpectedCompletionCode", "ScreenedOut"]  # fmt: skip
 
         def rows() -> Iterator[list[Any]]:
             for d in decisions:
@@ -317,7 +396,8 @@ def _payments(study: Study, flags: ExclusionFlags, platform: str, bonus: Decimal
                 yield [_ident(p["mturk_assignment_id"]), _ident(p["platform_worker_id"]), _ident(p["mturk_hit_id"]),
                        "x" if d.action == "approve" else "", d.reason if d.action == "reject" else "",
                        f"{d.bonus:.2f}" if d.bonus else "", "study bonus" if d.bonus else "",
-                       d.reason if d.action == "review" else "", _ident(p["completion_code"])]  # fmt: skip
+                       d.reason if d.action == "review" else "", _ident(p["completion_code"]),
+                       d.reason if d.action == "screened_out" else ""]  # fmt: skip
     else:
         header = ["participant_id", "session_id", "study_id", "action", "reason", "bonus"]
 
@@ -331,24 +411,32 @@ def _payments(study: Study, flags: ExclusionFlags, platform: str, bonus: Decimal
 
 
 def _mturk_wide(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
-    """One row per participant, trials in their order as ``Answer.trial_NN_*`` columns."""
+    """One row per participant, trials in their order as ``Answer.trial_NN_*`` columns.
+
+    Per trial: ``item``, ``method``, ``answer`` (discrimination: the option chosen; trust: the score
+    towards model A, -2..+2), ``answer_option`` (discrimination: index into the item's options;
+    trust: the scale position clicked, 0..4), ``answer_label`` (the text of the button clicked),
+    ``correct``, ``rt_ms``, ``comment``. The questionnaire comes first as ``Answer.q_<name>``.
+    """
     items = _item_info(study)
     people = _participant_info(study)
+    questions = questionnaire_columns(study, people)
+    scale = study_wording(study).scale
     answered = (
         Assignment.objects.filter(participant__study_id=study.pk, response__isnull=False)
         .exclude(item__role=Item.Role.PRACTICE)
         .order_by("participant_id", "position", "id")
         .values_list("participant_id", "item_id", "response__chosen_option", "response__score_model_a",
-                     "response__correct", "response__client_response_ms")
+                     "response__correct", "response__client_response_ms", "model_a_shown_left", "response__comment")
     )  # fmt: skip
     per_participant: dict[int, int] = {}
     for pid in answered.values_list("participant_id", flat=True).iterator(chunk_size=_CHUNK):
         per_participant[pid] = per_participant.get(pid, 0) + 1
     n_trials = max(per_participant.values(), default=0)
-    trial_fields = ("item", "method", "answer", "correct", "rt_ms")
+    trial_fields = ("item", "method", "answer", "answer_option", "answer_label", "correct", "rt_ms", "comment")
     header = ["HITId", "AssignmentId", "WorkerId", "AssignmentStatus", "AcceptTime", "SubmitTime",
               "WorkTimeInSeconds", "Input.study", "Input.study_kind", "Input.platform", "Answer.n_trials",
-              "Answer.worker_hash", "Answer.is_simulated",
+              "Answer.worker_hash", "Answer.is_simulated", *(f"Answer.q_{q.name}" for q in questions),
               *(f"Answer.trial_{k + 1:02d}_{f}" for k in range(n_trials) for f in trial_fields)]  # fmt: skip
     trust = study.kind == Study.Kind.TRUST
 
@@ -361,26 +449,59 @@ def _mturk_wide(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
         cells += [None] * (n_trials * len(trial_fields) - len(cells))
         return [_ident(p["mturk_hit_id"]), _ident(p["mturk_assignment_id"]), _ident(p["platform_worker_id"]), status,
                 started, completed, work, _ident(study.slug), study.kind, p["platform"], len(trials),
-                _ident(p["worker_hash"]), p["is_simulated"],
+                _ident(p["worker_hash"]), p["is_simulated"], *(_answers(p).get(q.name) for q in questions),
                 *cells]  # fmt: skip
 
     def rows() -> Iterator[list[Any]]:
         current: int | None = None
         trials: list[list[Any]] = []
-        for pid, item_id, chosen, score, correct, rt_ms in answered.iterator(chunk_size=_CHUNK):
+        for pid, item_id, chosen, score, correct, rt_ms, a_left, comment in answered.iterator(chunk_size=_CHUNK):
             if pid != current and current is not None:
                 yield person_row(current, trials)
                 trials = []
             current = pid
             item = items[item_id]
             options = item["options"] or []
-            answer = score if trust and item["role"] == Item.Role.MAIN else (
-                options[chosen] if chosen is not None and 0 <= chosen < len(options) else chosen)
-            trials.append([_ident(item["public_id"]), item["method"], answer, correct, rt_ms])
+            if trust:
+                option = trust_scale_position(score_model_a=score, model_a_shown_left=a_left)
+                answer, label = score, scale[option] if option is not None else None
+            else:
+                option = chosen
+                label = options[chosen] if chosen is not None and 0 <= chosen < len(options) else None
+                answer = label if label is not None else chosen
+            trials.append([_ident(item["public_id"]), item["method"], answer, option, label, correct, rt_ms, comment])
         if current is not None:
             yield person_row(current, trials)
 
     return header, rows()
+
+
+QUESTIONNAIRE_HEADER = (
+    "study", "worker_hash", "session_hash", "platform", "participant_status", "submitted_at", "question",
+    "question_text", "question_type", "answer", "is_simulated",
+)  # fmt: skip
+
+
+def _questionnaire(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
+    """One row per (participant who submitted the questionnaire, question), in question order; a
+    question left blank has an empty answer. Hashed worker and session ids only (view permission)."""
+    people = _participant_info(study)
+    questions = questionnaire_columns(study, people)
+
+    def rows() -> Iterator[list[Any]]:
+        for pid in sorted(people):
+            person = people[pid]
+            stored = person["questionnaire"] if isinstance(person["questionnaire"], dict) else {}
+            if "submitted_at" not in stored:
+                continue
+            answers = _answers(person)
+            session = session_hash(study=study, platform=person["platform"], session_key=person["session_key"])
+            for question in questions:
+                yield [_ident(study.slug), _ident(person["worker_hash"]), _ident(session), person["platform"],
+                       person["status"], stored["submitted_at"], question.name, question.text, question.type,
+                       answers.get(question.name), person["is_simulated"]]  # fmt: skip
+
+    return list(QUESTIONNAIRE_HEADER), rows()
 
 
 def export_rows(
@@ -408,6 +529,8 @@ def export_rows(
     bonus_amount = bonus_parse(bonus)
     if kind == "mturk":
         return _mturk_wide(study)
+    if kind == "questionnaire":
+        return _questionnaire(study)
     if kind in ("summary", "pairwise", "exclusions"):
         if results is None:
             results = study_results_compute(study=study, include_simulated=include_simulated)

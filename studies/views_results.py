@@ -13,8 +13,9 @@ Views parse the query, call one service, and present.
 Rights (:func:`results_access`): anonymous and non-staff users are redirected to the admin
 login (302); staff without ``studies.view_study`` get 403. Exports that hold raw platform
 worker ids (every kind not in :data:`VIEW_ONLY_EXPORTS`: the MTurk batch file and the payment
-lists) also need ``studies.export_worker_ids``. The tidy CSV and the pack hold the salted worker
-hash, not the raw worker id (they do hold the MTurk assignment and Prolific session ids). Every response is marked ``Cache-Control: private, no-store`` (``never_cache``), so
+lists) also need ``studies.export_worker_ids``. The tidy and questionnaire CSVs and the pack hold
+the salted worker hash and the keyed session hash, never a raw platform id. Every response is marked
+``Cache-Control: private, no-store`` (``never_cache``), so
 no shared proxy or browser cache keeps results or worker ids.
 """
 
@@ -58,7 +59,7 @@ VIEW_PERMISSION = "studies.view_study"
 #: Permission, in addition, for exports holding raw platform worker ids.
 WORKER_IDS_PERMISSION = "studies.export_worker_ids"
 #: Exports without raw platform worker ids; every other kind needs ``WORKER_IDS_PERMISSION``.
-VIEW_ONLY_EXPORTS = frozenset({"tidy", "summary", "pairwise", "exclusions"})
+VIEW_ONLY_EXPORTS = frozenset({"tidy", "summary", "pairwise", "exclusions", "questionnaire"})
 
 
 def export_permissions(kind: str) -> tuple[str, ...]:
@@ -99,13 +100,37 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _model_names(study: Study) -> tuple[str, str]:
+    """``(model A, model B)`` of a trust study; ``(the model, "")`` of a discrimination study."""
+    if study.kind == Study.Kind.TRUST and study.model_pair_id:
+        return study.model_pair.model_a.name, study.model_pair.model_b.name
+    return (study.model.name if study.model_id else ""), ""
+
+
+def _notes(methods: list[str]) -> list[dict[str, str]]:
+    """The low-by-design notes (:data:`studies.plots.LOW_BY_DESIGN`) of the methods on the page."""
+    seen = [m for m in dict.fromkeys(methods) if m in plots.LOW_BY_DESIGN]
+    return [{"method": m, "label": plots.method_label(m), "note": plots.LOW_BY_DESIGN[m]} for m in seen]
+
+
+def _plot_caption(name: str, kind: str, model_a: str, model_b: str) -> str:
+    if name == "timeline":
+        return "Judgments over time"
+    if kind == "discrimination":
+        return "Accuracy per method" if name == "scores" else "Answers per method: correct or wrong"
+    if name == "scores":
+        return f"Mean score per method (towards model B = {model_b})"
+    return f"Answers per method (model A = {model_a}, model B = {model_b})"
+
+
 def _display_rows(results: StudyResults, with_exclusions: bool) -> list[dict[str, Any]]:
     table = results.table(with_exclusions=with_exclusions)
     out = []
     for row in table.rows:
         if results.kind == "discrimination":
             out.append({
-                "method": row.method, "n": row.n_judgments, "workers": row.n_workers, "items": row.n_items,
+                "method": row.method, "label": plots.method_label(row.method), "n": row.n_judgments,
+                "workers": row.n_workers, "items": row.n_items,
                 "score": f"{100 * row.accuracy:.2f}%" if math.isfinite(row.accuracy) else "–",
                 "detail": f"{row.n_correct}/{row.n_judgments}",
                 "wilson": f"[{_fmt(row.wilson_low)}, {_fmt(row.wilson_high)}]",
@@ -117,7 +142,8 @@ def _display_rows(results: StudyResults, with_exclusions: bool) -> list[dict[str
             counts = [row.count_minus2, row.count_minus1, row.count_0, row.count_plus1, row.count_plus2]
             shares = [row.share_minus2, row.share_minus1, row.share_0, row.share_plus1, row.share_plus2]
             out.append({
-                "method": row.method, "n": row.n_judgments, "workers": row.n_workers, "items": row.n_items,
+                "method": row.method, "label": plots.method_label(row.method), "n": row.n_judgments,
+                "workers": row.n_workers, "items": row.n_items,
                 "score": _fmt(row.mean, 2), "detail": f"sd {_fmt(row.sd, 2)}",
                 "boot": f"[{_fmt(row.boot_low, 2)}, {_fmt(row.boot_high, 2)}]",
                 "p": _p(row.wilcoxon_p), "alpha": _fmt(row.alpha_ordinal),
@@ -131,7 +157,8 @@ def _display_pairs(results: StudyResults, with_exclusions: bool) -> list[dict[st
     digits = 3 if results.kind == "discrimination" else 2
     return [
         {
-            "a": pair.method_a, "b": pair.method_b, "diff": _fmt(pair.difference, digits),
+            "a": plots.method_label(pair.method_a), "b": plots.method_label(pair.method_b),
+            "diff": _fmt(pair.difference, digits),
             "ci": f"[{_fmt(pair.boot_low, digits)}, {_fmt(pair.boot_high, digits)}]",
             "p_boot": _p(pair.p_boot), "p_boot_holm": _p(pair.p_boot_holm),
             "p_naive": _p(pair.p_naive), "p_naive_holm": _p(pair.p_naive_holm),
@@ -158,11 +185,18 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
     )
     for row in evaluation_rows:
         row["cells"] = [row["metrics"].get(metric) for metric in metrics]
+        row["label"] = plots.method_label(row["method"])
+    model_a, model_b = _model_names(study)
+    rows = _display_rows(results, with_exclusions)
     context = {
         "study": study,
         "results": results,
         "kind": results.kind,
-        "rows": _display_rows(results, with_exclusions),
+        "rows": rows,
+        "model_a": model_a,
+        "model_b": model_b,
+        "notes": _notes([r["method"] for r in rows] + list(study.methods or [])
+                        + [r["method"] for r in evaluation_rows]),
         "pairs": _display_pairs(results, with_exclusions),
         "table": results.table(with_exclusions=with_exclusions),
         "with_exclusions": with_exclusions,
@@ -174,7 +208,8 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
         "sanity_rows": study_sanity_list(study=study) if any(m.startswith(SANITY_METRIC) for m in metrics) else [],
         "sanity_plot_url": reverse("studies:results_sanity_plot", args=[study.slug, "png"]),
         "query": query,
-        "plots": [(name, reverse("studies:results_plot", args=[study.slug, name, "png"]) + "?" + query,
+        "plots": [(name, _plot_caption(name, results.kind, model_a, model_b),
+                   reverse("studies:results_plot", args=[study.slug, name, "png"]) + "?" + query,
                    reverse("studies:results_plot", args=[study.slug, name, "svg"]) + "?" + query)
                   for name in plots.PLOT_NAMES],  # fmt: skip
         "exports": [(kind, reverse("studies:results_export", args=[study.slug, kind]) + "?" + query)
@@ -197,12 +232,16 @@ def results_plot(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpRe
     results = study_results_get(study=study, include_simulated=include_simulated)
     rows = results.table(with_exclusions=with_exclusions).rows
     label = "with exclusions" if with_exclusions else "all workers"
+    model_a, model_b = _model_names(study)
     if name == "timeline":
         fig = plots.timeline_figure(results.timeline_edges_ms, results.timeline_counts, title="judgments over time")
     elif name == "scores" and results.kind == "discrimination":
-        fig = plots.accuracy_figure(rows, title=f"class discrimination ({label})")  # type: ignore[arg-type]
+        fig = plots.accuracy_figure(rows, title=f"accuracy per method ({label})")  # type: ignore[arg-type]
+    elif name == "scores":
+        fig = plots.trust_figure(rows, title=f"mean score per method ({label})",  # type: ignore[arg-type]
+                                 model_a=model_a, model_b=model_b)  # fmt: skip
     else:
-        fig = plots.answers_figure(rows, title=f"answers per method ({label})")
+        fig = plots.answers_figure(rows, title=f"answers per method ({label})", model_a=model_a, model_b=model_b)
     body = plots.figure_bytes(fig, fmt)  # type: ignore[arg-type]
     response = HttpResponse(body, content_type="image/png" if fmt == "png" else "image/svg+xml")
     if request.GET.get("download"):

@@ -10,11 +10,14 @@ A composite puts two photos side by side on a ``size x size`` canvas: each photo
 centre-cropped to a 1:2 (portrait) strip and resized (bicubic) to fill its half, so the halves
 are exactly the ground-truth boxes ``(x0, y0, x1, y1)`` (ends exclusive). Square composites
 keep the aspect ratio when a model resizes them to its input.
+
+The default pairs (:func:`balanced_pairs`) hold every unordered pair once, oriented so that each
+photo is on the left in half of its composites (2 of 4 with five photos): a map that shows
+nothing cannot be answered by "the cat is always on the left".
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,7 +27,7 @@ from PIL import Image
 
 from explainers.zoo import imagenet_class_names
 
-__all__ = ["PHOTOS", "Composite", "PhotoSpec", "load_photo", "photo_composites"]
+__all__ = ["PHOTOS", "Composite", "PhotoSpec", "balanced_pairs", "load_photo", "photo_composites"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,27 @@ def _portrait_strip(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(crop.resize((width, height), Image.Resampling.BICUBIC))
 
 
+def balanced_pairs(names: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every unordered pair of ``names`` once, as ``(left, right)``, each name left in half of its pairs.
+
+    Round-robin orientation: name ``i`` is left of names ``i+1 .. i+n//2`` (mod ``n``). With an
+    odd ``n`` every name is left in exactly ``(n-1)/2`` of its ``n-1`` pairs; with an even ``n``
+    in ``n/2`` or ``n/2 - 1``. Deterministic, ordered by the left name's index.
+    """
+    n = len(names)
+    if len(set(names)) != n:
+        raise ValueError(f"balanced_pairs needs distinct names, got {list(names)}")
+    pairs: list[tuple[str, str]] = []
+    seen: set[frozenset[str]] = set()
+    for i in range(n):
+        for step in range(1, n // 2 + 1):
+            pair = (names[i], names[(i + step) % n])
+            if frozenset(pair) not in seen:
+                seen.add(frozenset(pair))
+                pairs.append(pair)
+    return pairs
+
+
 def photo_composites(
     *, size: int = 448, pairs: list[tuple[str, str]] | None = None, both_orders: bool = False
 ) -> list[Composite]:
@@ -139,13 +163,14 @@ def photo_composites(
 
     Args:
         size: Canvas side (even); each half is ``size/2 x size``.
-        pairs: (left, right) photo names; default every unordered pair of ``PHOTOS`` in order.
+        pairs: (left, right) photo names; default :func:`balanced_pairs` of ``PHOTOS`` (every
+            unordered pair once, each photo on the left in half of its composites).
         both_orders: Also add each pair mirrored (right, left), to balance sides.
     """
     if size < 32 or size % 2:
         raise ValueError(f"size must be an even number >= 32, got {size}")
     if pairs is None:
-        pairs = list(itertools.combinations([spec.name for spec in PHOTOS], 2))
+        pairs = balanced_pairs([spec.name for spec in PHOTOS])
     if both_orders:
         pairs = pairs + [(b, a) for a, b in pairs]
     half = size // 2

@@ -67,12 +67,16 @@ __all__ = [
     "build_synthetic_world",
     "evaluate",
     "load_weights",
+    "balanced_mirrors",
     "make_scenes",
+    "mirror_scene",
     "save_weights",
+    "scene_sides",
     "scenes_to_tensors",
     "top2_accuracy",
     "train_cnn",
     "train_cnn_cached",
+    "with_marks",
 ]
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -86,6 +90,7 @@ MARK_OFFSET = 1
 MARK_COLOR = (1.0, 0.0, 1.0)
 _CLASS_COLORS = ((0.90, 0.20, 0.20), (0.20, 0.35, 0.90), (0.20, 0.80, 0.30), (0.95, 0.80, 0.15))
 _WORLD_VERSION = 1
+_STIMULUS_LAYOUT = "balanced-mirrors"  # exported scenes: mirrored so each class is left in half of them
 
 Cue = Literal["none", "matched", "swapped", "random"]
 
@@ -157,9 +162,7 @@ def _make_scene(rng: np.random.Generator, size: int, n_objects: int, cue: Cue) -
         ys, xs = np.nonzero(mask)
         placed.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     cue_categories = _cue_categories(rng, categories, cue)
-    for category in cue_categories:
-        x0, y0 = _corner_origin(category, size)
-        image[:, y0:y0 + MARK_SIZE, x0:x0 + MARK_SIZE] = np.array(MARK_COLOR)[:, None, None]
+    _paint_marks(image, cue_categories)
     return Scene(
         image=torch.from_numpy(np.clip(image, 0.0, 1.0).astype(np.float32)),
         categories=categories,
@@ -244,6 +247,86 @@ def _cue_categories(rng: np.random.Generator, categories: tuple[int, ...], cue: 
             return tuple(others)
         return tuple(int(c) for c in rng.choice(others, size=len(categories), replace=False))
     return tuple(int(c) for c in rng.choice(len(CLASSES), size=len(categories), replace=False))
+
+
+def _paint_marks(image: np.ndarray, categories: Sequence[int]) -> None:
+    size = image.shape[-1]
+    for category in categories:
+        x0, y0 = _corner_origin(category, size)
+        image[:, y0:y0 + MARK_SIZE, x0:x0 + MARK_SIZE] = np.array(MARK_COLOR)[:, None, None]
+
+
+def mirror_scene(scene: Scene) -> Scene:
+    """The scene flipped left to right: image, masks and boxes (a scene of the same world).
+
+    Every class's shape is left-right symmetric and its texture is a pattern of the same kind
+    after the flip, so the mirror is drawn from the same distribution. Only for scenes without
+    corner marks (a mark's corner encodes its class; add marks after mirroring, see
+    :func:`with_marks`).
+    """
+    if scene.cue_categories:
+        raise ValueError("mirror_scene needs a scene without corner marks; add them after mirroring")
+    size = scene.image.shape[-1]
+    return Scene(
+        image=scene.image.flip(-1).contiguous(),
+        categories=scene.categories,
+        masks=scene.masks.flip(-1).contiguous(),
+        boxes=[(size - x1, y0, size - x0, y1) for x0, y0, x1, y1 in scene.boxes],
+    )
+
+
+def with_marks(scene: Scene, categories: Sequence[int]) -> Scene:
+    """A copy of a scene without marks, with the corner marks of ``categories`` painted on.
+
+    ``with_marks(s, s.categories)`` of scene ``i`` of ``make_scenes(seed=k)`` equals scene ``i`` of
+    ``make_scenes(seed=k, cue="matched")``.
+    """
+    if scene.cue_categories:
+        raise ValueError("with_marks needs a scene without corner marks")
+    image = scene.image.numpy().copy()
+    _paint_marks(image, categories)
+    return Scene(image=torch.from_numpy(image), categories=scene.categories, masks=scene.masks,
+                 boxes=list(scene.boxes), cue_categories=tuple(int(c) for c in categories))
+
+
+def scene_sides(scene: Scene, *, min_gap: float = 0.1) -> dict[int, str]:
+    """Which side each object of a two-object scene is on: ``"left"``/``"right"`` by box centre.
+
+    When the two centres are closer than ``min_gap`` of the width (objects one above the other)
+    both are ``"centre"``. One-object scenes give ``{}``.
+    """
+    if len(scene.categories) != 2:
+        return {}
+    size = scene.image.shape[-1]
+    (a, b), (box_a, box_b) = scene.categories, scene.boxes
+    ca, cb = (box_a[0] + box_a[2]) / 2, (box_b[0] + box_b[2]) / 2
+    if abs(ca - cb) < min_gap * size:
+        return {a: "centre", b: "centre"}
+    return {a: "left", b: "right"} if ca < cb else {a: "right", b: "left"}
+
+
+def balanced_mirrors(scenes: Sequence[Scene]) -> list[bool]:
+    """Which scenes to mirror so that each class is on the left in about half of its scenes.
+
+    Greedy in scene order (deterministic): a scene is mirrored when that lowers
+    ``sum |left - right|`` over its two classes so far; ties keep it as drawn. With ``n`` scenes
+    of a class that have a left/right layout, the class ends left in ``n/2`` of them, give or
+    take one.
+    """
+    balance = [0] * len(CLASSES)  # left minus right, per class
+    flips = []
+    for scene in scenes:
+        sides = scene_sides(scene)
+        if not sides or "centre" in sides.values():
+            flips.append(False)
+            continue
+        signs = {c: (1 if side == "left" else -1) for c, side in sides.items()}
+        keep = sum(abs(balance[c] + s) for c, s in signs.items())
+        flip = sum(abs(balance[c] - s) for c, s in signs.items())
+        flips.append(flip < keep)
+        for c, s in signs.items():
+            balance[c] += -s if flip < keep else s
+    return flips
 
 
 def _corner_origin(category: int, size: int) -> tuple[int, int]:
@@ -524,6 +607,12 @@ def build_synthetic_world(
     config and both weights files still have their recorded sha256; ``world.json`` is written
     last and atomically, so an interrupted build is redone on the next call.
 
+    The exported scenes are ``make_scenes(n_stimuli, seed=seed + 777)`` with some mirrored
+    (:func:`balanced_mirrors`), so that each class is on the left in about half of the scenes
+    that have a left/right layout and a map that shows nothing cannot be answered by side; the
+    cued set is the same scenes with matched marks painted after mirroring (:func:`with_marks`).
+    The training scenes are not mirrored: the models do not depend on the export.
+
     Layout: ``unbiased.pt``, ``biased.pt``, ``world.json`` (metadata, metrics, image list),
     ``images/{clean,cued}/scene_NNNN.png``, ``masks/scene_NNNN_K.png`` (0/255 per object).
     """
@@ -531,7 +620,8 @@ def build_synthetic_world(
 
     root = Path(cache_dir)
     config = config or TrainConfig()
-    key = {"version": _WORLD_VERSION, "seed": seed, "n_stimuli": n_stimuli, "config": asdict(config)}
+    key = {"version": _WORLD_VERSION, "seed": seed, "n_stimuli": n_stimuli, "config": asdict(config),
+           "layout": _STIMULUS_LAYOUT}
     manifest_path = root / "world.json"
     if not force and manifest_path.is_file():
         cached = _read_cache(root, manifest_path, key)
@@ -546,10 +636,12 @@ def build_synthetic_world(
         digests[name] = save_weights(model, root / f"{name}.pt")
 
     images: list[dict[str, Any]] = []
-    stimulus_seed = seed + 777
-    for set_name, cue in (("clean", "none"), ("cued", "matched")):
+    clean = make_scenes(n_stimuli, seed=seed + 777, cue="none")
+    clean = [mirror_scene(s) if flip else s for s, flip in zip(clean, balanced_mirrors(clean), strict=True)]
+    cued = [with_marks(scene, scene.categories) for scene in clean]
+    for set_name, scenes in (("clean", clean), ("cued", cued)):
         (root / "images" / set_name).mkdir(parents=True, exist_ok=True)
-        for index, scene in enumerate(make_scenes(n_stimuli, seed=stimulus_seed, cue=cue)):
+        for index, scene in enumerate(scenes):
             file = f"images/{set_name}/scene_{index:04d}.png"
             pixels = (scene.image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
             Image.fromarray(pixels).save(root / file, format="PNG")

@@ -11,16 +11,20 @@ from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote
 
+from django.templatetags.static import static
 from django.urls import get_script_prefix, reverse
 from django.utils.http import RFC3986_SUBDELIMS
 
 from studies.models import Assignment, Item, Participant, Stimulus, Study
 from studies.selectors import rows
-from studies.services.allocation import assignment_choices, main_slot_available, slot_counts
-from studies.services.participation import questionnaire_pending
+from studies.services.allocation import main_slot_available, slot_counts
+from studies.services.participation import practice_choices, practice_exhausted, questionnaire_pending
+from studies.services.stimuli import DEFAULT_OVERLAY_BASE, OVERLAY_BASES, colour_key_rows, rendering_of
 from studies.wording import PLACEHOLDERS, SCALE_POINTS, TEXT_KEYS, template_error
 
-Stage = Literal["consent", "declined", "practice", "trial", "questionnaire", "finish", "full", "completed"]
+Stage = Literal[
+    "consent", "declined", "practice", "screened_out", "trial", "questionnaire", "finish", "full", "completed"
+]
 
 DEFAULT_QUESTIONS = {
     Study.Kind.CLASS_DISCRIMINATION: "What do you see? Which of the two categories does the highlighted evidence show?",
@@ -115,11 +119,13 @@ def participant_state(participant: Participant) -> ParticipantState:
         stage = "declined"
     elif status == Participant.Status.STARTED:
         stage = "consent"
+    elif practice_exhausted(participant):
+        stage = "screened_out"  # failed every allowed practice attempt: the polite end, no trials
     elif not participant.practice_passed:
         stage = "practice"
     else:
         stage = "finish"
-    if stage in ("consent", "declined", "practice"):
+    if stage in ("consent", "declined", "practice", "screened_out"):
         return ParticipantState(stage=stage, answered=0, planned=0)
     counts = slot_counts(participant=participant)
     if stage == "finish":
@@ -140,6 +146,49 @@ class TrialImage:
 
 
 @dataclass(frozen=True)
+class ColourKeyRow:
+    """One row of a study's colour key: the legend of one rendering its stimuli use.
+
+    ``image`` is the legend drawn by the renderer itself (``explainers.render.colour_key_png``, a
+    static file), ``low``/``high`` label its two ends, ``description`` says it in a sentence.
+    """
+
+    kind: str
+    image: str
+    low: str
+    high: str
+    description: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "image": self.image, "low": self.low, "high": self.high,
+                "description": self.description}
+
+
+@cache
+def _colour_key_rows(methods: tuple[str, ...], base: str, static_prefix: str) -> tuple[ColourKeyRow, ...]:
+    rows_ = []
+    for row in colour_key_rows(methods):
+        description = row["description"]
+        if row["kind"] == "overlay" and base == "gray":
+            description += " The picture underneath is shown in grey, so every colour you see is the computer's."
+        rows_.append(ColourKeyRow(kind=row["kind"], image=static(row["image"]), low=row["low"], high=row["high"],
+                                  description=description))
+    return tuple(rows_)
+
+
+def study_colour_key(study: Study) -> list[ColourKeyRow]:
+    """The study's colour key: one row per rendering its methods use, the same on every trial.
+
+    Built from the study's methods (not the trial's), so the key itself says nothing about the
+    trial's method or answer.
+    """
+    options = study.explainer_options if isinstance(study.explainer_options, dict) else {}
+    base = options.get("overlay_base") if options.get("overlay_base") in OVERLAY_BASES else DEFAULT_OVERLAY_BASE
+    methods = tuple(str(m) for m in (study.methods or []))
+    return list(_colour_key_rows(methods, base, static("")))
+
+
+@dataclass(frozen=True)
 class TrialView:
     """Everything one trial page (or API response) shows; no hint of the right answer."""
 
@@ -156,6 +205,7 @@ class TrialView:
     comment_prompt: str = ""
     preload: list[str] = field(default_factory=list)
     expires_at: str = ""
+    key: list[ColourKeyRow] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """``dataclasses.asdict(self)``, written out (it deep-copies field by field, slowly)."""
@@ -173,7 +223,19 @@ class TrialView:
             "comment_prompt": self.comment_prompt,
             "preload": list(self.preload),
             "expires_at": self.expires_at,
+            "key": [row.as_dict() for row in self.key],
         }
+
+
+@dataclass(frozen=True)
+class ExampleView(TrialView):
+    """The worked example: a trial view plus its answer and why (instructions, MTurk preview)."""
+
+    answer: str = ""
+    why: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "answer": self.answer, "why": self.why}
 
 
 def _images(
@@ -246,11 +308,15 @@ def stimulus_for_side(*, item: Item, side: str, model_a_shown_left: bool | None)
 
 def _view(
     *, study: Study, item: Item, token: str, option_order: list[int], model_a_shown_left: bool | None,
-    number: int, total: int, url_for: Any, preload: list[str], expires_at: str = "",
+    number: int, total: int, url_for: Any, preload: list[str], expires_at: str = "", absolute: Any = str,
+    view_class: type[TrialView] = TrialView, **extra: Any,
 ) -> TrialView:  # fmt: skip
     wording = study_wording(study)
     options = [str(item.options[i]) for i in option_order] if study.kind != Study.Kind.TRUST else []
-    return TrialView(
+    key = study_colour_key(study)
+    if absolute is not str:
+        key = [ColourKeyRow(r.kind, absolute(r.image), r.low, r.high, r.description) for r in key]
+    return view_class(
         token=token,
         kind=study.kind,
         question=wording.question,
@@ -264,6 +330,8 @@ def _view(
         comment_prompt=wording.comment if study.kind == Study.Kind.TRUST else "",
         preload=preload,
         expires_at=expires_at,
+        key=key,
+        **extra,
     )
 
 
@@ -326,20 +394,25 @@ def trial_view(
         url_for=url_for_assignment(current),
         preload=preload,
         expires_at=current.expires_at.isoformat(),
+        absolute=absolute,
     )
 
 
-def practice_views(*, participant: Participant, items: list[Item], absolute: Any = str) -> list[TrialView]:
-    """Practice trials as views (token = the item's public id); choices derived, not stored."""
+def practice_views(*, participant: Participant, items: list[Item], attempt: int, absolute: Any = str) -> list[TrialView]:
+    """One practice attempt's trials as views (token = the item's public id).
+
+    The option order and Robot A side are re-derived per (participant, attempt) with the keyed
+    generator (:func:`studies.services.participation.practice_choices`), not stored; the image
+    URLs name the attempt, so an item shown again in a later attempt gets its own side.
+    """
     study = participant.study
     views = []
     for number, item in enumerate(items, start=1):
-        choices = assignment_choices(
-            study=study, participant_token=participant.token, slot=f"practice-{item.public_id}", item=item
-        )
+        choices = practice_choices(study=study, participant_token=participant.token, attempt=attempt, item=item)
 
         def url_for(side: str, item: Item = item) -> str:
-            return absolute(reverse("studies:worker-practice-stimulus", args=[participant.token, item.public_id, side]))
+            path = reverse("studies:worker-practice-stimulus", args=[participant.token, item.public_id, side])
+            return absolute(f"{path}?attempt={attempt}")
 
         views.append(
             _view(
@@ -351,18 +424,78 @@ def practice_views(*, participant: Participant, items: list[Item], absolute: Any
     return views
 
 
-def example_view(*, study: Study, item: Item | None) -> TrialView | None:
-    """An example trial for the MTurk preview and the instructions (a practice item, fixed order)."""
+def example_view(*, study: Study, item: Item | None) -> ExampleView | None:
+    """The worked example for the MTurk preview and the instructions: a practice item (fixed
+    option order, model A on the left), with its right answer and why (:func:`example_answer`).
+
+    Practice items come from the study's own pipeline (one of its methods, its renderer, the
+    map kept on one object), so the example teaches the encoding of the real trials.
+    """
     if item is None:
         return None
 
     def url_for(side: str) -> str:
         return reverse("studies:worker-example-stimulus", args=[study.slug, item.public_id, side])
 
-    return _view(
+    answer, why = example_answer(study=study, item=item)
+    view = _view(
         study=study, item=item, token="example", option_order=list(range(len(item.options or []))),
-        model_a_shown_left=True, number=1, total=1, url_for=url_for, preload=[],
+        model_a_shown_left=True, number=1, total=1, url_for=url_for, preload=[], view_class=ExampleView,
+        answer=answer, why=why,
     )  # fmt: skip
+    assert isinstance(view, ExampleView)
+    return view
+
+
+def _where(image: Any, category: str) -> str:
+    """Where a category's box is in its picture, in words ("the left", "the top right", "the middle")."""
+    box = next((b for b in image.boxes or [] if b.get("category") == category), None)
+    if box is None or not image.width or not image.height:
+        return ""
+    cx = (box["x0"] + box["x1"]) / 2 / image.width
+    cy = (box["y0"] + box["y1"]) / 2 / image.height
+    vertical = "top" if cy < 0.4 else "bottom" if cy > 0.6 else ""
+    horizontal = "left" if cx < 0.4 else "right" if cx > 0.6 else ""
+    return " ".join(p for p in (vertical, horizontal) if p) or "middle"
+
+
+def example_answer(*, study: Study, item: Item) -> tuple[str, str]:
+    """The worked example's right answer and why, in the words of the study's own rendering.
+
+    Discrimination: the option explained and where the map's evidence sits. Trust (robot A shown
+    on the left): the robot whose map sits on the object both named, and what the other's map
+    shows instead. Empty strings for an item with no right answer.
+    """
+    wording = study_wording(study)
+    image = item.image
+    label = item.target_label
+    where = _where(image, label)
+    place = f"the {label} (at the {where} of the picture)" if where else f"the {label}"
+    gradient = rendering_of(item.method) == "gradient"
+    if study.kind != Study.Kind.TRUST:
+        if item.correct_option is None or not item.options:
+            return "", ""
+        answer = str(item.options[item.correct_option])
+        if gradient:
+            why = (f"Only {place} stands out from the plain grey; everywhere else the picture is grey. "
+                   f"So the evidence shows “{answer}”.")
+        else:
+            why = (f"The warm colours (yellow to red) sit on {place}; the rest of the picture stays blue. "
+                   f"So the evidence shows “{answer}”.")
+        return answer, why
+    if item.correct_option not in (0, 1):
+        return "", ""
+    good, bad = (wording.robot_a, wording.robot_b) if item.correct_option == 0 else (wording.robot_b, wording.robot_a)
+    answer = wording.scale[0] if item.correct_option == 0 else wording.scale[-1]
+    others = [c for c in dict.fromkeys(image.categories or []) if c != label
+              and any(b.get("category") == c for b in image.boxes or [])]
+    elsewhere = f"the {others[0]}" if others else "the empty background"
+    if gradient:
+        shows = f"{good}'s picture stands out from the grey on {place}; {bad}'s stands out on {elsewhere} instead."
+    else:
+        shows = f"{good}'s colours are warm (yellow to red) on {place}; {bad}'s are warm on {elsewhere} instead."
+    why = f"Both robots said “{label}”. {shows} {good} looked at the right thing, so the answer is “{answer}”."
+    return answer, why
 
 
 def platform_setup(*, study: Study, base_url: str) -> dict[str, str]:
@@ -371,6 +504,9 @@ def platform_setup(*, study: Study, base_url: str) -> dict[str, str]:
     MTurk: an ExternalQuestion XML whose URL MTurk extends with ``assignmentId``, ``hitId``,
     ``workerId`` and ``turkSubmitTo``. Prolific: the study URL with the ``{{%PROLIFIC_PID%}}``
     placeholders, and the completion URL ``https://app.prolific.com/submissions/complete?cc=<code>``.
+    ``title`` and ``description`` are what to type as the HIT's / Prolific study's title and
+    description: the study's *public* title and description, never its internal name (which
+    could tell workers the design).
     """
     entry = base_url.rstrip("/") + reverse("studies:worker-entry", args=[study.slug])
     xml = (
@@ -382,6 +518,8 @@ def platform_setup(*, study: Study, base_url: str) -> dict[str, str]:
     )
     prolific = f"{entry}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}&SESSION_ID={{{{%SESSION_ID%}}}}"
     return {
+        "title": study.public_title,
+        "description": study.public_description,
         "link": entry,
         "mturk_external_question": xml,
         "prolific_study_url": prolific,

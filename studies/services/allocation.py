@@ -26,11 +26,26 @@ Rules (issue #5, research note ``django_quality.md`` §2):
   back even where no Celery beat runs (the demo). The sweep runs only on that rare
   "nothing free" path, never on the hot path.
 - Catch trials (role ``catch``) have no quota; ``study.catch_trials`` of them are interleaved at
-  positions drawn from the study seed and the participant token.
+  positions drawn by :func:`slot_rng` (keyed; from the study seed and the participant token).
 
-Every random choice (option order, which model is shown as Robot A) is drawn from
-``random.Random(f"{study.seed}:{participant.token}:{slot}")`` and stored on the ``Assignment``,
-so it can be re-derived with :func:`assignment_choices`.
+Every random choice a worker sees (option order, which model is shown as Robot A, the catch
+positions and which catch item, the practice draws) comes from :func:`slot_rng`, a generator
+keyed with the server's ``SECRET_KEY`` (issue #12): ``HMAC-SHA256(salted_hmac key
+"xaistudy.slot-rng", f"{study.seed}:{participant.token}:{label}")``. The worker knows their
+token and the seed may be public (the demo's is), but without the secret neither predicts a
+draw better than chance (``tests/studies/test_randomization.py``; the former public seeding
+``random.Random(f"{seed}:{token}:{label}")`` let a worker predict every Robot A side). The
+choices of main and catch trials are stored on the ``Assignment`` when it is leased; everything
+downstream (the page, scoring, exports, the audit) reads the stored values and never re-derives
+them. Only the server could re-derive them (:func:`assignment_choices`), and only while
+``SECRET_KEY`` is unchanged. Practice choices are not stored: they are re-derived per
+(participant, attempt) with the same keyed generator (``services.participation``).
+
+``Item.tie_rank`` (the order among items with equal counts) is drawn by the planner from the
+study seed, not keyed. A worker sees items, never ranks, and the rank is independent of the right
+answer, of the option order and of the Robot A side, so knowing the order of allocation tells
+nothing about how to answer; at most (with the seed and the full item list, which only staff
+have) it tells which item the *first* participants of a study get. See ``docs/worker-flow.md``.
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from functools import cache
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from studies.models import Assignment, Item, Participant, Study
 from studies.selectors import rows
@@ -60,7 +76,7 @@ FIRST_LEASE_SECONDS = 180
 
 @dataclass(frozen=True)
 class AssignmentChoices:
-    """The random choices one assignment shows, re-derivable from the seed."""
+    """The random choices one assignment shows (drawn by the keyed :func:`slot_rng`)."""
 
     option_order: list[int]
     model_a_shown_left: bool | None
@@ -77,9 +93,19 @@ class SlotCounts:
     n_catch: int
 
 
+#: The key salt of :func:`slot_rng` (``salted_hmac`` with ``SECRET_KEY``).
+SLOT_RNG_SALT = "xaistudy.slot-rng"
+
+
 def slot_rng(*, seed: int, participant_token: str, label: str) -> random.Random:
-    """A deterministic generator for one participant's choice ``label`` (string-seeded, stable)."""
-    return random.Random(f"{seed}:{participant_token}:{label}")
+    """A deterministic generator for one participant's choice ``label``, keyed with the server secret.
+
+    Seeded with ``HMAC-SHA256(key from SECRET_KEY and SLOT_RNG_SALT, f"{seed}:{token}:{label}")``:
+    the server can draw the same values again, a worker who knows their token and the study seed
+    cannot (the former ``random.Random(f"{seed}:{token}:{label}")`` could be replayed by anyone).
+    """
+    digest = salted_hmac(SLOT_RNG_SALT, f"{seed}:{participant_token}:{label}", algorithm="sha256").digest()
+    return random.Random(int.from_bytes(digest, "big"))
 
 
 def assignment_choices(*, study: Study, participant_token: str, slot: int | str, item: Item) -> AssignmentChoices:
@@ -87,6 +113,9 @@ def assignment_choices(*, study: Study, participant_token: str, slot: int | str,
 
     Discrimination: ``option_order`` is a permutation of ``range(len(item.options))``.
     Trust: ``model_a_shown_left`` is a fair coin (the pair's model A shown as Robot A).
+    Called when a lease is taken (the result is stored on the ``Assignment``) and for practice
+    trials (not stored, re-derived per attempt). Anything that needs what a worker saw reads the
+    stored assignment, not this function.
     """
     rng = slot_rng(seed=study.seed, participant_token=participant_token, label=f"slot{slot}")
     order = list(range(len(item.options or [])))
@@ -96,7 +125,7 @@ def assignment_choices(*, study: Study, participant_token: str, slot: int | str,
 
 
 def catch_slots(*, study: Study, participant_token: str, planned: int, n_catch: int) -> frozenset[int]:
-    """The 0-based slots that show a catch trial: ``n_catch`` distinct slots drawn from 1..planned-1."""
+    """The 0-based slots that show a catch trial: ``n_catch`` distinct slots drawn from 1..planned-1 (keyed)."""
     if n_catch <= 0 or planned <= 1:
         return frozenset()
     rng = slot_rng(seed=study.seed, participant_token=participant_token, label="catch")
@@ -207,7 +236,7 @@ def _take_main_slot_sql(vendor: str) -> str:
 
 
 def _take_catch_item(*, study: Study, participant: Participant, slot: int) -> Item | None:
-    """A catch item this participant has not seen, chosen by the seeded generator (one query).
+    """A catch item this participant has not seen, chosen by the keyed generator (one query).
 
     A study has few catch items, so the unseen ones are read whole and the generator picks
     among them in ``(tie_rank, id)`` order.

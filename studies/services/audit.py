@@ -23,6 +23,13 @@ transaction and answers the HTTP request only after the commit). The invariants:
 6. ``stimulus``: every stimulus an item shows exists in storage and hashes to its ``sha256``.
 7. ``codes``: every completed participant holds its own completion code, equal to
    ``completion_code_derive(study, token)``, and no two participants share one.
+8. ``choices``: every assignment stores the random choices its worker saw, and they are
+   well-formed: ``option_order`` a permutation of the item's option indices, ``model_a_shown_left``
+   set on trust trials and empty otherwise. The audit reads what was stored; it never re-derives a
+   choice from the seed (the draws are keyed with ``SECRET_KEY``, ``allocation.slot_rng``, so a
+   re-derivation would also break when the key is rotated).
+9. ``screened``: a participant screened out by the practice holds no assignment, no completion
+   code and no passed practice, and used at least one practice attempt.
 """
 
 from __future__ import annotations
@@ -160,6 +167,32 @@ def _check_codes(report: AuditReport, study: Study) -> None:
         seen.setdefault(code, pk)
 
 
+def _check_choices(report: AuditReport, study: Study) -> None:
+    trust = study.kind == Study.Kind.TRUST
+    rows = Assignment.objects.filter(item__study=study).values_list(
+        "token", "option_order", "model_a_shown_left", "item__options"
+    )
+    for token, order, a_left, options in rows.iterator():
+        n = len(options or [])
+        if not isinstance(order, list) or sorted(order) != list(range(n)):
+            report.add("choices", f"assignment {token} stores option_order {order!r}, not a permutation of {n} options")
+        if trust and a_left is None:
+            report.add("choices", f"assignment {token} (trust) stores no Robot A side")
+        elif not trust and a_left is not None:
+            report.add("choices", f"assignment {token} (not trust) stores a Robot A side")
+
+
+def _check_screened(report: AuditReport, study: Study) -> None:
+    screened = Participant.objects.filter(study=study, status=Participant.Status.SCREENED_OUT).annotate(
+        n_assignments=Count("assignments")
+    )
+    for person in screened.only("pk", "completion_code", "practice_passed", "practice_attempts_used"):
+        if person.n_assignments or person.completion_code or person.practice_passed or not person.practice_attempts_used:
+            report.add("screened", f"participant {person.pk} is screened out but holds {person.n_assignments} "
+                                   f"assignment(s), code {person.completion_code!r}, practice_passed="
+                                   f"{person.practice_passed}, {person.practice_attempts_used} attempt(s)")  # fmt: skip
+
+
 def _study_stimuli(study: Study) -> Iterable[Stimulus]:
     ids = set(Item.objects.filter(study=study, stimulus_a__isnull=False).values_list("stimulus_a", flat=True))
     ids |= set(Item.objects.filter(study=study, stimulus_b__isnull=False).values_list("stimulus_b", flat=True))
@@ -198,6 +231,8 @@ def study_audit(*, study_id: int, check_files: bool = True) -> AuditReport:
     _check_items(report, study)
     _check_repeats(report, study)
     _check_codes(report, study)
+    _check_choices(report, study)
+    _check_screened(report, study)
     if check_files:
         _check_stimuli(report, study)
     return report

@@ -366,8 +366,8 @@ def sanity_figure(rows: list[SanityRow], *, title: str = "") -> Any:
     ax.set_ylabel("Spearman |map| vs trained model")
     ax.set_xlabel("layers randomized (cumulative from the top)")
     ax.set_title(title or "cascading randomization (Adebayo et al. 2018)", fontsize=10)
-    if rows:
-        ax.legend(fontsize=7, ncols=2)
+    if rows:  # beside the axes, never over the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 

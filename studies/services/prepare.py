@@ -14,7 +14,9 @@ Pipeline (each stage is a function here; Celery tasks in ``studies/tasks.py`` ar
    ``explain`` call for all methods of the chunk, PNGs written atomically under content
    addresses, ``Stimulus`` rows created with ``get_or_create``, the items linked; then the job's
    ``done`` is recounted from the database (never incremented, so a rerun cannot double count)
-   and the last chunk to finish marks the job ``done`` and the study ``ready``.
+   and the last chunk to finish keeps the plainest catch and practice candidates
+   (:func:`~studies.services.plan.obvious_select`, which deletes the others) and marks the job
+   ``done`` and the study ``ready``.
 
 Crash safety: a chunk whose worker dies is either redelivered (child killed: Celery rejects
 the message because of ``reject_on_worker_lost``) or, when the whole worker died, re-enqueued
@@ -53,8 +55,6 @@ from django.utils import timezone
 
 from studies.models import ClassifierModel, Image, Item, Job, Prediction, Stimulus, Study
 from studies.services.plan import (
-    CATCH_BACKGROUND,
-    CATCH_BOX,
     DEFAULT_TOP_K,
     Chunk,
     PrepareInputError,
@@ -65,12 +65,14 @@ from studies.services.plan import (
     item_slots,
     items_link,
     method_options,
+    obvious_select,
+    overlay_base,
     slot_counts,
     study_chunks,
     study_models,
     study_plan,
 )
-from studies.services.stimuli import stimulus_store
+from studies.services.stimuli import base_method, stimulus_store
 
 logger = logging.getLogger(__name__)
 
@@ -344,16 +346,18 @@ def prepare_chunk_stage(*, job_id: int, model_id: int, image_ids: list[int]) -> 
         return None
     images = {image.pk: image for image in Image.objects.filter(pk__in=image_ids)}
     size = display_size(study)
-    explained = [s for s in slots if not s.key.method.startswith("catch_")]
-    rendered: dict[tuple[int, str, int], bytes] = {}
-    if explained:
-        # The whole chunk, every target and method, in one call: a rerun is byte-identical.
-        order = sorted({s.key.image_id for s in explained})
-        targets = [sorted({s.key.target_class for s in explained if s.key.image_id == i}) for i in order]
-        methods = list(dict.fromkeys(s.key.method for s in explained))
-        options = {m: method_options(study, m) for m in methods}
-        rendered = explain_runner.explain_chunk(model, [images[i] for i in order], targets, methods,
-                                                options=options, display_size=size, exact=exact_maps(study))
+    # The whole chunk, every target and method (catch and practice maps too), in one call: a rerun
+    # is byte-identical.
+    order = sorted({s.key.image_id for s in slots})
+    targets = [sorted({s.key.target_class for s in slots if s.key.image_id == i}) for i in order]
+    methods = list(dict.fromkeys(s.key.method for s in slots))
+    options = {m: method_options(study, m) for m in dict.fromkeys(base_method(m) for m in methods)}
+    rendered = explain_runner.explain_chunk(
+        model, [images[i] for i in order], targets, methods, options=options, display_size=size,
+        exact=exact_maps(study), overlay_base=overlay_base(study),
+        class_map=(study.explainer_options or {}).get("class_map") or None,
+        wanted={(s.key.image_id, s.key.method, s.key.target_class) for s in slots},
+    )
     created = 0
     links: list[tuple[Slot, int]] = []
     for slot in slots:
@@ -361,12 +365,7 @@ def prepare_chunk_stage(*, job_id: int, model_id: int, image_ids: list[int]) -> 
             return created
         stimulus = existing.get(slot.key)
         if stimulus is None:
-            if slot.key.method in (CATCH_BOX, CATCH_BACKGROUND):
-                item = Item.objects.get(pk=slot.item_id)
-                data = explain_runner.catch_render(images[slot.key.image_id], kind=slot.key.method,
-                                                   category=item.target_label, display_size=size)
-            else:
-                data = rendered[(slot.key.image_id, slot.key.method, slot.key.target_class)]
+            data = rendered[(slot.key.image_id, slot.key.method, slot.key.target_class)]
             stimulus, was_created = stimulus_store(key=slot.key, settings=slot.settings, data=data)
             existing[slot.key] = stimulus
             created += was_created
@@ -413,7 +412,7 @@ def job_attempt_start(*, job_id: int, key: str) -> int | None:
 
 def _poisoned_message(*, model: ClassifierModel, chunk: Chunk, slots: list[Slot], attempts: int) -> str:
     items = len({s.item_id for s in slots})
-    methods = list(dict.fromkeys(s.key.method for s in slots))
+    methods = list(dict.fromkeys(base_method(s.key.method) for s in slots))  # engine methods (catch maps are gated ones)
     names = dict(Image.objects.filter(pk__in=chunk.image_ids).values_list("pk", "original_name"))
     images = ", ".join(f"{i} ({names.get(i, '?')})" for i in chunk.image_ids)
     return (
@@ -440,9 +439,14 @@ def job_finish_if_complete(*, job_id: int) -> bool:
         if job.status not in ACTIVE:
             return False
         done, total = slot_counts(job.study)
+        finished = done >= total
+        if finished:  # every map exists: keep the catch and practice candidates that read most plainly
+            selection = obvious_select(study=job.study)
+            if any(selection.below_threshold.values()):
+                logger.warning("study %s: obvious items below the threshold: %s", job.study_id, selection)
+            done, total = slot_counts(job.study)
         job.done, job.total = done, total
         fields = ["done", "total", "updated_at"]
-        finished = done >= total
         if finished:
             job.status, job.stage, job.finished_at = Job.Status.DONE, "done", timezone.now()
             fields += ["status", "stage", "finished_at"]
@@ -466,13 +470,34 @@ def prepare_inline(*, study_id: int, on_progress: Callable[[Job], None] | None =
 
 
 def study_publish(*, study_id: int) -> Study:
-    """Set a ready study live (the worker entry then accepts participants)."""
+    """Set a ready study live (the worker entry then accepts participants).
+
+    Refused (:class:`PrepareRefused`, with the reason) unless the study is ready, every main item
+    has its stimuli, and the pre-launch validity audit passed or its failures were acknowledged
+    (:func:`studies.services.validity.validity_publish_refusal`, which reruns a missing or stale
+    audit first). A study that is live already stays live.
+    """
+    from studies.services.validity import validity_publish_refusal
+
+    def stimuli_missing(study: Study) -> bool:
+        return study.items.filter(role=Item.Role.MAIN).filter(Q(stimulus_a__isnull=True)).exists()
+
+    current = Study.objects.get(pk=study_id)
+    refusal = None
+    if current.status == Study.Status.READY and not stimuli_missing(current):
+        refusal = validity_publish_refusal(study_id=study_id)  # reads every stimulus: outside the row lock
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=study_id)
         if study.status not in (Study.Status.READY, Study.Status.LIVE):
             raise PrepareRefused(f"study {study.name!r} is {study.status}; prepare it first")
-        if study.items.filter(role=Item.Role.MAIN).filter(Q(stimulus_a__isnull=True)).exists():
+        if stimuli_missing(study):
             raise PrepareRefused(f"study {study.name!r} has items without stimuli; prepare it again")
+        if study.status == Study.Status.LIVE:
+            return study
+        if current.status != Study.Status.READY:  # it became ready meanwhile: audit now
+            refusal = validity_publish_refusal(study_id=study_id)
+        if refusal is not None:
+            raise PrepareRefused(refusal)
         study.status = Study.Status.LIVE
         study.save(update_fields=["status"])
     return study

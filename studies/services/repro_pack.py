@@ -3,14 +3,15 @@
 Contents (``study_repro_pack_write``):
 
 * ``README.txt`` - what each file is.
-* ``study.json`` - the study configuration (kind, methods, quotas, wording, platform,
-  explainer options, exclusion rules) and its ``seed``.
+* ``study.json`` - the study configuration (kind, methods, quotas, wording, the closing
+  questionnaire's questions, platform, explainer options, exclusion rules) and its ``seed``.
 * ``models.json`` - the classifier(s) with architecture, target layer, preprocessing and the
   weights' SHA-256 (``"shipped"`` with the package version for packaged weights).
 * ``stimuli.csv`` - every item's stimulus files and source image with their SHA-256.
 * ``versions.json`` - Python, platform and package versions, read with ``importlib.metadata``
   (the web process never imports torch for this).
-* ``exports/*.csv`` - the tidy, summary, pairwise and exclusion exports.
+* ``exports/*.csv`` - the tidy, summary, pairwise, exclusion and questionnaire exports (hashed
+  worker ids only; raw platform ids never enter the pack).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import IO, Any
 
 from studies.exports import csv_lines, export_rows
 from studies.models import ClassifierModel, Item, Study
+from studies.selectors.participation import study_wording
+from studies.services.participation import questionnaire_questions
 from studies.services.results import study_results_compute
 
 __all__ = ["PACKAGES", "software_versions", "study_repro_pack_write"]
@@ -62,11 +65,18 @@ def software_versions() -> dict[str, Any]:
 
 def _study_config(study: Study) -> dict[str, Any]:
     fields = (
-        "name", "slug", "kind", "methods", "judgments_per_item", "trials_per_participant", "catch_trials",
-        "practice_trials", "practice_pass_fraction", "question", "wording", "consent_version", "platform",
-        "seed", "lease_seconds", "require_both_correct", "explainer_options", "exclusion_rules", "status",
+        "name", "public_title", "public_description", "slug", "kind", "methods", "judgments_per_item",
+        "trials_per_participant", "catch_trials", "practice_trials", "practice_pass_fraction", "practice_attempts",
+        "min_viewport_width", "min_viewport_height", "question", "wording", "consent_version", "instructions",
+        "questionnaire", "platform", "seed", "lease_seconds", "require_both_correct", "explainer_options",
+        "exclusion_rules", "status",
     )  # fmt: skip
     config = {name: getattr(study, name) for name in fields}
+    config["questions"] = [  # the questionnaire as workers saw it (names, texts, types), as in the exports
+        {"name": q.name, "text": q.label, "type": q.type, "choices": list(q.choices), "required": q.required}
+        for q in questionnaire_questions(study=study)
+    ]
+    config["scale"] = study_wording(study).scale  # the trust answers' wording, position 0..4
     config["created_at"] = study.created_at.isoformat() if study.created_at else None
     config["model"] = study.model.name if study.model_id else None
     config["model_pair"] = (
@@ -117,8 +127,10 @@ study.json      configuration and seed (every random choice is derived from it a
 models.json     classifiers and the SHA-256 of their weights
 stimuli.csv     each item's source image and heatmap files with their SHA-256
 versions.json   Python and package versions of the process that wrote this pack
-exports/        tidy.csv (one row per judgment), summary.csv (per method, with and without
-                exclusions), pairwise.csv (Holm-adjusted comparisons), exclusions.csv (per rule)
+exports/        tidy.csv (one row per judgment, with the worker's comment and questionnaire answers),
+                summary.csv (per method, with and without exclusions), pairwise.csv (Holm-adjusted
+                comparisons), exclusions.csv (per rule), questionnaire.csv (one row per participant
+                and question, with the question's text)
 Bootstrap: {n_boot} replicates, seed {seed}.
 """
 
@@ -140,7 +152,7 @@ def study_repro_pack_write(*, study: Study, fileobj: IO[bytes], include_simulate
         archive.writestr("models.json", json.dumps(_models(study), indent=2))
         archive.writestr("stimuli.csv", _stimuli_csv(study))
         archive.writestr("versions.json", json.dumps(software_versions(), indent=2))
-        for kind in ("tidy", "summary", "pairwise", "exclusions"):
+        for kind in ("tidy", "summary", "pairwise", "exclusions", "questionnaire"):
             header, rows = export_rows(study=study, kind=kind, results=results)
             with archive.open(f"exports/{kind}.csv", "w") as member:
                 for line in csv_lines(header, rows):

@@ -20,6 +20,7 @@ under the same name), never a row without its file or a truncated file under a f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -36,8 +37,143 @@ from django.db import IntegrityError, transaction
 from studies.models import ClassifierModel, Stimulus
 
 # Bump when the renderer or the stimulus layout changes: old stimuli are then not reused.
-RENDER_VERSION = 1
+# 2: CAM overlays on the picture's luminance (grey) by default; catch/practice maps are real maps
+#    kept inside one object's box (``gated:``) instead of plain boxes.
+RENDER_VERSION = 2
 TEMP_PREFIX = ".tmp-"
+
+#: Stimulus-method prefixes of the obvious (catch, practice) renderings: the real method's map
+#: kept only inside the target category's box (``gated:``) or only inside the background corner
+#: farthest from every object (``gated_bg:``), rendered exactly like the main stimuli.
+GATED_PREFIX = "gated:"
+GATED_BACKGROUND_PREFIX = "gated_bg:"
+OVERLAY_BASES = ("gray", "color")
+DEFAULT_OVERLAY_BASE = "gray"
+
+#: Methods whose output is a signed ``[C, H, W]`` input-space attribution, rendered as a gradient
+#: image (grey = 0); every other method gives a spatial map, rendered as a colour overlay. The
+#: web process cannot import ``explainers`` (torch), so this mirrors ``explainers.registry``
+#: (``output == "channels"``); ``tests/studies/test_stimulus_look.py`` keeps them equal.
+GRADIENT_METHODS = frozenset({
+    "saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smoothgrad", "integrated_gradients",
+    "guided_gradcam", "deconv_gradcam",
+})
+
+#: The colour key of each rendering: what the worker is told, and the legend image (a static
+#: file drawn by ``explainers.render.colour_key_png``; the texts mirror
+#: ``explainers.render.colour_key``; both kept equal by ``tests/studies/test_stimulus_look.py``).
+COLOUR_KEYS: dict[str, dict[str, str]] = {
+    "overlay": {
+        "kind": "overlay",
+        "low": "blue: not used",
+        "high": "red: used most",
+        "description": "Colours over the picture: blue where the computer did not look, through green and yellow, "
+        "to red where it looked most.",
+        "image": "studies/keys/overlay.png",
+    },
+    "gradient": {
+        "kind": "gradient",
+        "low": "grey: not used",
+        "high": "vivid: used most",
+        "description": "A picture of the evidence itself: plain grey where a pixel did not matter; the more a pixel "
+        "mattered, the more it stands out from the grey, in colour, light or dark.",
+        "image": "studies/keys/gradient.png",
+    },
+}
+
+
+def base_method(method: str) -> str:
+    """The engine method of a stimulus method (``gated:gradcam`` -> ``gradcam``)."""
+    for prefix in (GATED_PREFIX, GATED_BACKGROUND_PREFIX):
+        if method.startswith(prefix):
+            return method[len(prefix):]
+    return method
+
+
+def rendering_of(method: str) -> str:
+    """``"gradient"`` or ``"overlay"``: how a (stimulus) method's map is drawn."""
+    return "gradient" if base_method(method) in GRADIENT_METHODS else "overlay"
+
+
+def render_settings(method: str, *, overlay_base: str = DEFAULT_OVERLAY_BASE) -> dict[str, Any]:
+    """How a method's map is drawn (part of the stimulus key): colour map, blend and base, or gradient style."""
+    if overlay_base not in OVERLAY_BASES:
+        raise ValueError(f"overlay_base must be one of {OVERLAY_BASES}, got {overlay_base!r}")
+    if rendering_of(method) == "gradient":
+        return {"kind": "gradient", "style": "color", "percentile": 99.5}
+    return {"kind": "overlay", "colormap": "jet", "alpha": 0.5, "base": overlay_base}
+
+
+# jet (matplotlib's segment data, as ``explainers.render`` draws it), for reading overlays back
+_JET_SEGMENTS = {
+    "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+}
+
+
+@functools.cache
+def _jet_inverse() -> Any:
+    """``lut[R - G + 128, G - B + 128]`` -> the jet value in [0, 1] whose half-weight overlay has
+    those channel differences (a grey base adds the same to every channel, so they are the map's)."""
+    import numpy as np
+
+    positions = np.linspace(0.0, 1.0, 256)
+    jet = np.stack([np.interp(positions, *zip(*_JET_SEGMENTS[c], strict=True)) for c in ("red", "green", "blue")], axis=1)
+    half = 0.5 * 255.0 * jet
+    d1, d2 = half[:, 0] - half[:, 1], half[:, 1] - half[:, 2]
+    grid = np.arange(-128, 129, dtype=np.float64)
+    lut = np.empty((257, 257), dtype=np.float64)
+    for row, value in enumerate(grid):
+        distance = np.abs(value - d1)[None, :] + np.abs(grid[:, None] - d2[None, :])
+        lut[row] = positions[distance.argmin(axis=1)]
+    return lut
+
+
+def stimulus_salience(data: bytes, rendering: str) -> Any:
+    """What a stimulus shows as evidence per pixel, read back from its PNG (``H x W`` in [0, 1]).
+
+    ``overlay``: the colour map's value, from the jet entry whose channel differences the pixel
+    has (exact on a grey base, approximate on a colour one). ``gradient``: the mean absolute
+    deviation of the channels from mid-grey, ``|v - 128| / 128``.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data)) as picture:
+        rgb = np.asarray(picture.convert("RGB")).astype(np.int64)
+    if rendering == "gradient":
+        return np.abs(rgb - 128).mean(axis=2) / 128.0
+    rg = np.clip(rgb[..., 0] - rgb[..., 1], -128, 128) + 128
+    gb = np.clip(rgb[..., 1] - rgb[..., 2], -128, 128) + 128
+    return _jet_inverse()[rg, gb]
+
+
+def box_mask(image: Any, category: str, size: int) -> Any:
+    """``size x size`` bool mask of a category's box on the square stimulus (the image is resized, not cropped)."""
+    import numpy as np
+
+    mask = np.zeros((size, size), dtype=bool)
+    box = next((b for b in image.boxes or [] if b.get("category") == category), None)
+    if box is None or not image.width or not image.height:
+        return mask
+    sx, sy = size / image.width, size / image.height
+    x0, y0 = int(np.floor(box["x0"] * sx)), int(np.floor(box["y0"] * sy))
+    x1, y1 = int(np.ceil(box["x1"] * sx)), int(np.ceil(box["y1"] * sy))
+    mask[max(0, y0):min(size, y1), max(0, x0):min(size, x1)] = True
+    return mask
+
+
+def colour_key_rows(methods: Any) -> list[dict[str, str]]:
+    """The colour-key rows for a study's methods: one per rendering they use, in a fixed order.
+
+    The same rows go with every trial of the study (whatever the trial's own method), so the key
+    itself says nothing about the trial.
+    """
+    used = {rendering_of(str(m)) for m in methods or []}
+    return [dict(COLOUR_KEYS[kind]) for kind in ("overlay", "gradient") if kind in used]
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
@@ -47,15 +183,15 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
 
 
 def stimulus_settings(*, model: ClassifierModel, method: str, options: Mapping[str, Any] | None = None,
-                      display_size: int, exact: bool = False) -> dict[str, Any]:
+                      display_size: int, exact: bool = False,
+                      overlay_base: str = DEFAULT_OVERLAY_BASE) -> dict[str, Any]:
     """Everything that shapes a model's stimulus for ``method`` (hashed into the key).
 
-    Catch/practice renderings (methods ``catch_*``) do not depend on the network, only on the
-    image, the box and the display size. ``exact`` (maps from the model as given, not the fast
-    copy) is recorded only when set, so the keys of existing stimuli stay as they were.
+    ``method`` is a stimulus method: an engine method, or one with a :data:`GATED_PREFIX` /
+    :data:`GATED_BACKGROUND_PREFIX` (catch and practice maps, computed and drawn like the others).
+    ``render`` records how the map is drawn (:func:`render_settings`). ``exact`` (maps from the
+    model as given, not the fast copy) is recorded only when set.
     """
-    if method.startswith("catch_"):
-        return {"method": method, "display_size": display_size, "render_version": RENDER_VERSION}
     return {
         "method": method,
         "options": dict(options or {}),
@@ -67,6 +203,7 @@ def stimulus_settings(*, model: ClassifierModel, method: str, options: Mapping[s
         "std": list(model.std),
         "display_size": display_size,
         "render_version": RENDER_VERSION,
+        "render": render_settings(method, overlay_base=overlay_base),
     } | ({"exact": True} if exact else {})
 
 

@@ -9,6 +9,7 @@ an upload. ``explainers`` (torch) is imported inside the functions only.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +63,14 @@ def _pair_ensure(*, name: str, a: ClassifierModel, b: ClassifierModel, relation:
 
 
 def _image_set_ensure(*, name: str, records: list[ImageRecord], source: str, categories: list[str], description: str) -> tuple[ImageSet, bool]:
+    """The image set ``name`` holding exactly ``records`` (same bytes), imported when missing.
+
+    A set with other images (an interrupted import, or a world built before its layout was
+    balanced) is replaced when no study uses it; one that a study uses is kept as it is.
+    """
     existing = ImageSet.objects.filter(name=name).first()
-    if existing is not None and existing.images.count() == len(records):
+    wanted = sorted(hashlib.sha256(record.data).hexdigest() for record in records)
+    if existing is not None and sorted(existing.images.values_list("sha256", flat=True)) == wanted:
         return existing, True
     if existing is not None:  # an interrupted or outdated import: replace it if nothing uses it
         if existing.studies.exists():
@@ -208,28 +215,37 @@ DEMO_TRUST_METHODS = ["guided_backprop", "guided_gradcam", "gradcam"]
 
 
 def demo_studies_ensure(*, synthetic: WorldRows | None, photos: WorldRows | None) -> list[Study]:
-    """The demo's four studies (two per world), created once and found by name afterwards."""
+    """The demo's four studies (two per world), created once and found by name afterwards.
+
+    Workers see only the public titles ("Image study A" ... "D"), which say nothing of the design; a
+    study created before public titles existed (still the default title) gets its demo title.
+    """
     specs: list[dict[str, Any]] = []
     if photos is not None:
         specs += [
-            {"name": "What do you see? (photos, EfficientNet-Lite0)", "kind": Study.Kind.CLASS_DISCRIMINATION,
-                 "model": photos.models["efficientnet_lite0"], "image_set": photos.image_sets["photos"],
-                 "methods": DEMO_DISCRIMINATION_METHODS},
-            {"name": "Which robot is more reasonable? (photos, Lite0 vs Lite2)", "kind": Study.Kind.TRUST,
-                 "model_pair": photos.pair, "image_set": photos.image_sets["photos"], "methods": DEMO_TRUST_METHODS},
+            {"name": "What do you see? (photos, EfficientNet-Lite0)", "public_title": "Image study A",
+                 "kind": Study.Kind.CLASS_DISCRIMINATION, "model": photos.models["efficientnet_lite0"],
+                 "image_set": photos.image_sets["photos"], "methods": DEMO_DISCRIMINATION_METHODS},
+            {"name": "Which robot is more reasonable? (photos, Lite0 vs Lite2)", "public_title": "Image study B",
+                 "kind": Study.Kind.TRUST, "model_pair": photos.pair, "image_set": photos.image_sets["photos"],
+                 "methods": DEMO_TRUST_METHODS},
         ]
     if synthetic is not None:
         specs += [
-            {"name": "What do you see? (synthetic scenes)", "kind": Study.Kind.CLASS_DISCRIMINATION,
-                 "model": synthetic.models["unbiased"], "image_set": synthetic.image_sets["clean"],
-                 "methods": DEMO_DISCRIMINATION_METHODS},
-            {"name": "Which robot is more reasonable? (synthetic, biased vs unbiased)", "kind": Study.Kind.TRUST,
-                 "model_pair": synthetic.pair, "image_set": synthetic.image_sets["cued"], "methods": DEMO_TRUST_METHODS},
+            {"name": "What do you see? (synthetic scenes)", "public_title": "Image study C",
+                 "kind": Study.Kind.CLASS_DISCRIMINATION, "model": synthetic.models["unbiased"],
+                 "image_set": synthetic.image_sets["clean"], "methods": DEMO_DISCRIMINATION_METHODS},
+            {"name": "Which robot is more reasonable? (synthetic, biased vs unbiased)", "public_title": "Image study D",
+                 "kind": Study.Kind.TRUST, "model_pair": synthetic.pair, "image_set": synthetic.image_sets["cued"],
+                 "methods": DEMO_TRUST_METHODS},
         ]
     studies = []
     for spec in specs:
         study = Study.objects.filter(name=spec["name"]).order_by("created_at").first()
         if study is None:
             study = Study.objects.create(seed=20170101, judgments_per_item=3, trials_per_participant=10, **spec)
+        elif study.public_title == Study._meta.get_field("public_title").default:
+            Study.objects.filter(pk=study.pk).update(public_title=spec["public_title"])
+            study.public_title = spec["public_title"]
         studies.append(study)
     return studies

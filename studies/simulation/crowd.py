@@ -2,7 +2,8 @@
 
 Each simulated participant walks the same path a person's browser does, over HTTP:
 ``POST /api/v1/studies/{slug}/enter`` -> ``POST .../consent`` -> ``GET/POST .../practice`` (a
-failed round is retried with the feedback's right answers, as a person who read it would) ->
+failed attempt is followed by a new draw; an item shown again is answered with the feedback's
+right answer, as a person who read it would; out of attempts it ends as ``failed_practice``) ->
 ``GET .../trial`` (the next trial) -> ``GET`` its images -> ``POST .../trial`` (the answer) ...
 -> ``POST .../questionnaire`` -> ``POST .../complete``. The observer (``observers.py``) decides
 every answer from the PNG bytes it downloaded and, if it needs it, the scene (``oracle.py``).
@@ -282,21 +283,22 @@ def _walk(session: _Session, observer: Observer, rng: np.random.Generator, index
     status, data = session.call("POST", "api/v1/participant/consent", "consent",
                                 {"agree": True, "consent_version": study["consent_version"]})  # fmt: skip
     state = _expect(status, data, 200)["state"]
-    if state["stage"] == "practice":
+    learned: dict[str, str] = {}  # practice item -> the right answer the feedback showed
+    while state["stage"] == "practice":  # each attempt is a new draw (issue #12)
         status, data = session.call("GET", "api/v1/participant/practice", "practice_get")
-        views = _expect(status, data, 200)["trials"]
-        answers = {v["token"]: _observe(observer, session, v, kind, "practice_img", rng)[0] for v in views}
-        for _round in range(3):
-            status, data = session.call("POST", "api/v1/participant/practice", "practice_post", {"answers": answers})
-            graded = _expect(status, data, 200)
-            state = graded["state"]
-            if graded["passed"]:
-                break
-            for feedback in graded["feedback"]:  # a person who read the feedback answers it right
-                if feedback.get("correct_choice") is not None:
-                    answers[feedback["token"]] = feedback["correct_choice"]
-        else:
-            return "failed_practice"
+        practice = _expect(status, data, 200)
+        answers = {}
+        for v in practice["trials"]:
+            answers[v["token"]] = _observe(observer, session, v, kind, "practice_img", rng)[0]
+            if learned.get(v["token"]) in v["options"]:  # an item shown again: a reader of the feedback knows it
+                answers[v["token"]] = v["options"].index(learned[v["token"]])
+        status, data = session.call("POST", "api/v1/participant/practice", "practice_post",
+                                    {"answers": answers, "attempt": practice["attempt"]})  # fmt: skip
+        graded = _expect(status, data, 200)
+        state = graded["state"]
+        learned.update({fb["token"]: fb["right_answer"] for fb in graded["feedback"] if fb.get("right_answer")})
+    if state["stage"] == "screened_out":
+        return "failed_practice"
     while True:
         status, data = session.call("GET", "api/v1/participant/trial", "trial_get")
         data = _expect(status, data, 200)

@@ -30,19 +30,28 @@ from studies.selectors.participation import (
 )
 from studies.services.allocation import trial_lease
 from studies.services.participation import (
+    MAX_VIEWPORT_PX,
     EntryInvalid,
     EntryRefused,
     MTurkPreview,
+    ScreenedOut,
     StepNotAllowed,
+    ViewportTooSmall,
     completion_for,
     entry_parse,
     participant_complete,
     participant_consent,
     participant_enter,
+    practice_attempt,
+    practice_attempt_limit,
+    practice_draw,
+    practice_example,
+    practice_exhausted,
     practice_grade,
-    practice_items,
     questionnaire_questions,
     questionnaire_submit,
+    screened_out_message,
+    viewport_parse,
 )
 from studies.services.responses import (
     AnswerInvalid,
@@ -114,6 +123,8 @@ def _endpoint(methods: dict[str, Callable[[HttpRequest], JsonResponse]]) -> Call
             return _error(exc.status, exc.error, exc.detail)
         except AnswerInvalid as exc:
             return _error(400, "invalid", f"{exc.field}: {exc.message}")
+        except ScreenedOut as exc:
+            return _error(409, "screened_out", str(exc))
         except StepNotAllowed as exc:
             return _error(409, "step_not_allowed", str(exc))
 
@@ -125,6 +136,8 @@ def _state_json(participant: Participant, state: ParticipantState | None = None)
     data: dict[str, Any] = {"stage": state.stage, "answered": state.answered, "planned": state.planned}
     if state.stage == "completed":
         data["completion"] = _completion_json(participant)
+    elif state.stage == "screened_out":
+        data["message"] = screened_out_message(participant=participant)
     return data
 
 
@@ -141,8 +154,10 @@ def _completion_json(participant: Participant) -> dict[str, str]:
 
 def _study_json(study: Study) -> dict[str, Any]:
     wording = study_wording(study)
+    # Only what the worker may see: the public title and description, never the internal name.
     return {
-        "name": study.name,
+        "title": study.public_title,
+        "description": study.public_description,
         "kind": study.kind,
         "question": wording.question,
         "hint": wording.hint,
@@ -150,6 +165,7 @@ def _study_json(study: Study) -> dict[str, Any]:
         "consent_version": study.consent_version,
         "instructions": study.instructions,
         "practice_pass_fraction": study.practice_pass_fraction,
+        "min_viewport": {"width": study.min_viewport_width, "height": study.min_viewport_height},
         "questionnaire": [
             {"name": q.name, "label": q.label, "type": q.type, "choices": list(q.choices), "required": q.required}
             for q in questionnaire_questions(study=study)
@@ -187,8 +203,7 @@ def _enter(request: HttpRequest, slug: str) -> JsonResponse:
     try:
         identity = entry_parse(study=study, params=params)
         if isinstance(identity, MTurkPreview):
-            items = practice_items(study=study)[:1]
-            example = example_view(study=study, item=items[0] if items else None)
+            example = example_view(study=study, item=practice_example(study=study))
             return JsonResponse(
                 {
                     "preview": True,
@@ -243,35 +258,68 @@ def _post_consent(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "invalid", "agree: must be true or false")
     if not isinstance(version, str):
         raise ApiError(400, "invalid", "consent_version: must be a string")
-    participant_consent(participant=participant, agree=agree, version=version)
+    raw = body.get("viewport")
+    viewport = None
+    if raw is not None:
+        viewport = viewport_parse(raw.get("width"), raw.get("height")) if isinstance(raw, dict) else None
+        if viewport is None:
+            raise ApiError(400, "invalid", f"viewport: must be {{\"width\": int, \"height\": int}}, 1..{MAX_VIEWPORT_PX} each")
+    try:
+        participant_consent(participant=participant, agree=agree, version=version, viewport=viewport)
+    except ViewportTooSmall as exc:
+        raise ApiError(400, "viewport_too_small", f"viewport: {exc} (nothing was recorded)") from exc
     return JsonResponse({"state": _state_json(participant)})
 
 
 def _get_practice(request: HttpRequest) -> JsonResponse:
     participant = _participant(request)
-    if participant.status not in (Participant.Status.CONSENTED, Participant.Status.IN_PROGRESS):
-        raise StepNotAllowed(f"practice needs consent first (status {participant.status})")
-    items = practice_items(study=participant.study)
-    views = practice_views(participant=participant, items=items, absolute=request.build_absolute_uri)
+    if practice_exhausted(participant):
+        raise ScreenedOut(screened_out_message(participant=participant))
+    if participant.status != Participant.Status.CONSENTED or participant.practice_passed:
+        raise StepNotAllowed(f"practice is not open (status {participant.status})")
+    attempt = practice_attempt(participant)
+    items = practice_draw(study=participant.study, participant_token=participant.token, attempt=attempt)
+    views = practice_views(participant=participant, items=items, attempt=attempt, absolute=request.build_absolute_uri)
     return JsonResponse(
-        {"trials": [_trial_json(v) for v in views], "pass_fraction": participant.study.practice_pass_fraction}
+        {
+            "trials": [_trial_json(v) for v in views],
+            "pass_fraction": participant.study.practice_pass_fraction,
+            "attempt": attempt,
+            "attempts": practice_attempt_limit(participant.study),
+        }
     )
 
 
 def _post_practice(request: HttpRequest) -> JsonResponse:
     participant = _participant(request)
-    answers = _body(request).get("answers", {})
+    body = _body(request)
+    answers = body.get("answers", {})
     if not isinstance(answers, dict):
         raise ApiError(400, "invalid", "answers: must be an object mapping practice trial tokens to choices")
-    result = practice_grade(participant=participant, answers=answers)
+    attempt = body.get("attempt")
+    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int)):
+        raise ApiError(400, "invalid", "attempt: must be an integer (the attempt GET practice returned)")
+    result = practice_grade(participant=participant, answers=answers, attempt=attempt)
+    wording = study_wording(participant.study)
+    robots = {"A": wording.robot_a, "B": wording.robot_b}
     return JsonResponse(
         {
             "passed": result.passed,
             "n_correct": result.n_correct,
             "n_items": result.n_items,
             "required": result.required,
+            "attempt": result.attempt,
+            "attempts": result.attempts,
+            "attempts_left": result.attempts_left,
+            "screened_out": result.screened_out,
             "feedback": [
-                {"token": fb.item_public_id, "correct": fb.correct, "correct_choice": fb.correct_choice}
+                {
+                    "token": fb.item_public_id,
+                    "correct": fb.correct,
+                    "correct_choice": fb.correct_choice,
+                    "correct_robot": fb.correct_robot,
+                    "right_answer": robots[fb.correct_robot] if fb.correct_robot else fb.right_answer,
+                }
                 for fb in result.feedback
             ],
             "state": _state_json(participant),

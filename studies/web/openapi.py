@@ -39,7 +39,7 @@ def _op(summary: str, ok: dict[str, Any], *, body: dict[str, Any] | None = None,
     return operation
 
 
-STAGES = ["consent", "declined", "practice", "trial", "questionnaire", "finish", "full", "completed"]
+STAGES = ["consent", "declined", "practice", "screened_out", "trial", "questionnaire", "finish", "full", "completed"]
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -66,11 +66,13 @@ SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "enum": STAGES,
                 "description": "consent -> practice -> trial -> questionnaire (if any) -> finish -> completed; "
-                "declined and full are final",
+                "declined, full and screened_out (every practice attempt failed) are final",
             },
             "answered": {"type": "integer", "minimum": 0},
             "planned": {"type": "integer", "minimum": 0},
             "completion": _ref("Completion"),
+            "message": {"type": "string", "description": "screened_out only: the polite end with the platform's "
+                        "instruction (MTurk: return the HIT; Prolific: return the study); there is no completion code"},
         },
     },
     "Question": {
@@ -84,12 +86,22 @@ SCHEMAS: dict[str, Any] = {
             "required": {"type": "boolean"},
         },
     },
+    "Viewport": {
+        "type": "object",
+        "required": ["width", "height"],
+        "properties": {
+            "width": {"type": "integer", "minimum": 0, "description": "CSS pixels"},
+            "height": {"type": "integer", "minimum": 0, "description": "CSS pixels"},
+        },
+    },
     "Study": {
         "type": "object",
-        "required": ["name", "kind", "question", "hint", "consent_text", "consent_version", "instructions",
-                     "practice_pass_fraction", "questionnaire"],
+        "description": "What the worker may see of the study: its public title, never its internal name.",
+        "required": ["title", "description", "kind", "question", "hint", "consent_text", "consent_version",
+                     "instructions", "practice_pass_fraction", "min_viewport", "questionnaire"],
         "properties": {
-            "name": STRING,
+            "title": {"type": "string", "description": "the public title (page and tab title)"},
+            "description": {"type": "string", "description": "the public description (may be empty)"},
             "kind": {"type": "string", "enum": ["class_discrimination", "trust"]},
             "question": STRING,
             "hint": STRING,
@@ -97,6 +109,11 @@ SCHEMAS: dict[str, Any] = {
             "consent_version": STRING,
             "instructions": STRING,
             "practice_pass_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+            "min_viewport": {
+                "allOf": [_ref("Viewport")],
+                "description": "the smallest window the study accepts (0 = any); when either side is set, "
+                "consent must carry the measured `viewport`",
+            },
             "questionnaire": {"type": "array", "items": _ref("Question")},
         },
     },  # fmt: skip
@@ -170,14 +187,33 @@ SCHEMAS: dict[str, Any] = {
     "ConsentRequest": {
         "type": "object",
         "required": ["agree", "consent_version"],
-        "properties": {"agree": {"type": "boolean"}, "consent_version": STRING},
+        "description": "Device gate: when the study sets `min_viewport` (either side > 0), agreeing must include "
+        "`viewport`, the worker's window size as measured by the client (CSS pixels, e.g. `window.innerWidth` and "
+        "`innerHeight`). Missing, or smaller than the minimum: 400 `viewport_too_small` and nothing is recorded "
+        "(the worker may switch to a larger screen and consent in the same session). Declining needs no viewport.",
+        "properties": {
+            "agree": {"type": "boolean"},
+            "consent_version": STRING,
+            "viewport": {
+                "type": "object",
+                "required": ["width", "height"],
+                "properties": {
+                    "width": {"type": "integer", "minimum": 1, "maximum": 100000},
+                    "height": {"type": "integer", "minimum": 1, "maximum": 100000},
+                },
+            },
+        },
     },
     "PracticeResponse": {
         "type": "object",
-        "required": ["trials", "pass_fraction"],
+        "description": "The current practice attempt: its own draw of practice items (another draw after a "
+        "failed attempt).",
+        "required": ["trials", "pass_fraction", "attempt", "attempts"],
         "properties": {
             "trials": {"type": "array", "items": _ref("Trial")},
             "pass_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+            "attempt": {"type": "integer", "minimum": 1, "description": "this attempt, 1-based"},
+            "attempts": {"type": "integer", "minimum": 1, "description": "the attempts allowed (then screened out)"},
         },
     },
     "PracticeRequest": {
@@ -188,26 +224,41 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": {"type": "integer"},
                 "description": "practice trial token -> 0-based choice",
-            }
+            },
+            "attempt": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "the attempt answered (from GET practice); another than the current one is a 409 "
+                "and grades nothing",
+            },
         },
     },
     "PracticeResult": {
         "type": "object",
-        "required": ["passed", "n_correct", "n_items", "required", "feedback", "state"],
+        "required": ["passed", "n_correct", "n_items", "required", "attempt", "attempts", "attempts_left",
+                     "screened_out", "feedback", "state"],
         "properties": {
             "passed": {"type": "boolean"},
             "n_correct": {"type": "integer", "minimum": 0},
             "n_items": {"type": "integer", "minimum": 0},
             "required": {"type": "integer", "minimum": 0},
+            "attempt": {"type": "integer", "minimum": 1, "description": "the attempt just graded"},
+            "attempts": {"type": "integer", "minimum": 1},
+            "attempts_left": {"type": "integer", "minimum": 0, "description": "GET practice for the next draw"},
+            "screened_out": {"type": "boolean", "description": "the last attempt failed: the study ends here"},
             "feedback": {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["token", "correct", "correct_choice"],
+                    "required": ["token", "correct", "correct_choice", "correct_robot", "right_answer"],
                     "properties": {
                         "token": STRING,
                         "correct": {"type": "boolean", "nullable": True},
-                        "correct_choice": {"type": "integer", "nullable": True},
+                        "correct_choice": {"type": "integer", "nullable": True,
+                                           "description": "discrimination: the displayed index of the right option"},
+                        "correct_robot": {"type": "string", "enum": ["A", "B", None], "nullable": True,
+                                          "description": "trust: the robot as displayed (A left, B right) that was right"},
+                        "right_answer": {"type": "string", "description": "the right answer in words (empty when none)"},
                     },
                 },
             },
@@ -303,13 +354,16 @@ SCHEMA: dict[str, Any] = {
                        op_id="participant"),
         },
         "/api/v1/participant/consent": {
-            "post": _op("Agree or decline (declining ends the study)", {"200": _json(_ref("StateResponse"), "state")},
+            "post": _op("Agree or decline (declining ends the study); agreeing to a study with a minimum viewport "
+                        "needs the measured `viewport` (400 `viewport_too_small` otherwise, nothing recorded)",
+                        {"200": _json(_ref("StateResponse"), "state")},
                         body=_ref("ConsentRequest"), op_id="consent"),
         },
         "/api/v1/participant/practice": {
-            "get": _op("The practice trials", {"200": _json(_ref("PracticeResponse"), "practice")},
-                       op_id="practice_get"),
-            "post": _op("Grade a practice round (repeat until passed)",
+            "get": _op("The current practice attempt (409 screened_out when none is left)",
+                       {"200": _json(_ref("PracticeResponse"), "practice")}, op_id="practice_get"),
+            "post": _op("Grade the current practice attempt; after a failed one GET practice for a new draw, "
+                        "after the last failed one the participant is screened out",
                         {"200": _json(_ref("PracticeResult"), "result")}, body=_ref("PracticeRequest"),
                         op_id="practice_post"),
         },

@@ -7,7 +7,6 @@ no cookies needed) and follows POST-redirect-GET.
 
 from __future__ import annotations
 
-import contextlib
 import mimetypes
 from typing import Any
 
@@ -30,21 +29,32 @@ from studies.selectors.participation import (
     study_wording,
     trial_view,
 )
-from studies.services.allocation import assignment_choices, trial_lease
+from studies.services.allocation import trial_lease
 from studies.services.participation import (
     EntryInvalid,
     EntryRefused,
     MTurkPreview,
+    ScreenedOut,
     StepNotAllowed,
+    ViewportTooSmall,
     completion_for,
     entry_parse,
     participant_complete,
     participant_consent,
     participant_enter,
+    practice_attempt,
+    practice_attempt_limit,
+    practice_choices,
+    practice_draw,
+    practice_example,
+    practice_exhausted,
     practice_grade,
     practice_items,
+    practice_round_size,
     questionnaire_questions,
     questionnaire_submit,
+    screened_out_message,
+    viewport_parse,
 )
 from studies.services.responses import (
     AnswerInvalid,
@@ -105,8 +115,7 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         identity = entry_parse(study=study, params=request.GET)
         if isinstance(identity, MTurkPreview):
-            example_item = practice_items(study=study)[:1]
-            example = example_view(study=study, item=example_item[0] if example_item else None)
+            example = example_view(study=study, item=practice_example(study=study))
             return render(
                 request,
                 "studies/preview.html",
@@ -152,9 +161,12 @@ def home(request: HttpRequest, token: str) -> HttpResponse:
     if state.stage == "declined":
         return render(request, "studies/declined.html", _context(participant))
     if state.stage == "practice":
-        items = practice_items(study=participant.study)
-        example = example_view(study=participant.study, item=items[0] if items else None)
-        return render(request, "studies/instructions.html", _context(participant, example=example, n_practice=len(items)))
+        pool = practice_items(study=participant.study)
+        example = example_view(study=participant.study, item=practice_example(study=participant.study, pool=pool))
+        n_practice = practice_round_size(study=participant.study, pool=pool)
+        return render(request, "studies/instructions.html", _context(participant, example=example, n_practice=n_practice))
+    if state.stage == "screened_out":
+        return _screened_out(request, participant)
     if state.stage == "questionnaire":
         questions = questionnaire_questions(study=participant.study)
         return render(request, "studies/questionnaire.html", _context(participant, questions=questions))
@@ -165,48 +177,95 @@ def home(request: HttpRequest, token: str) -> HttpResponse:
     return HttpResponseRedirect(reverse("studies:worker-done", args=[participant.token]))
 
 
+def device_refused_message(exc: ViewportTooSmall) -> str:
+    """What a worker below the study's minimum viewport reads (nothing has been recorded)."""
+    need = " and ".join(f"{v} pixels {side}" for v, side in ((exc.min_width, "wide"), (exc.min_height, "high")) if v)
+    yours = f" (yours is {exc.measured[0]} x {exc.measured[1]})" if exc.measured else ""
+    return (f"Please switch to a larger screen. This study needs a window at least {need}{yours}. Open the same "
+            "study link on a computer or a larger tablet, or enlarge this window. Nothing has been recorded.")  # fmt: skip
+
+
 @frameable
 @worker_csrf
 @require_POST
 def consent(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant_or_404(token)
     agree = request.POST.get("decision") == "agree"
+    viewport = viewport_parse(request.POST.get("viewport_width"), request.POST.get("viewport_height"))
     # An outdated or repeated form changes nothing: the home page shows the current state.
-    with contextlib.suppress(StepNotAllowed):
-        participant_consent(participant=participant, agree=agree, version=request.POST.get("consent_version", ""))
+    try:
+        participant_consent(
+            participant=participant, agree=agree, version=request.POST.get("consent_version", ""), viewport=viewport
+        )
+    except StepNotAllowed:
+        pass
+    except ViewportTooSmall as exc:  # nothing stored: the consent page again, with the device message
+        return render(request, "studies/consent.html", _context(participant, device_refused=device_refused_message(exc)),
+                      status=400)  # fmt: skip
     return _home(participant)
+
+
+def _screened_out(request: HttpRequest, participant: Participant, result: Any = None) -> HttpResponse:
+    """The polite end of a participant who failed every practice attempt (no trials, no code)."""
+    return render(
+        request, "studies/screened_out.html",
+        _context(participant, message=screened_out_message(participant=participant), result=result),
+    )  # fmt: skip
+
+
+def _practice_round(participant: Participant) -> tuple[int, list[Any], list[Any]]:
+    """The current attempt, its items and their views."""
+    attempt = practice_attempt(participant)
+    items = practice_draw(study=participant.study, participant_token=participant.token, attempt=attempt)
+    return attempt, items, practice_views(participant=participant, items=items, attempt=attempt)
 
 
 @frameable
 @worker_csrf
 @require_http_methods(["GET", "POST"])
 def practice(request: HttpRequest, token: str) -> HttpResponse:
-    """GET: the practice round; POST: grade it and give feedback (repeat until passed)."""
+    """GET: the current practice attempt; POST: grade it and give feedback with the right answers.
+
+    A failed attempt is followed by another draw while attempts are left
+    (``study.practice_attempts``); after the last one the participant is screened out.
+    """
     participant = _participant_or_404(token)
-    if participant.status not in (Participant.Status.CONSENTED, Participant.Status.IN_PROGRESS):
+    if practice_exhausted(participant):
+        return _screened_out(request, participant)
+    if participant.status != Participant.Status.CONSENTED or participant.practice_passed:
         return _home(participant)
-    items = practice_items(study=participant.study)
-    views = practice_views(participant=participant, items=items)
+    attempt, items, views = _practice_round(participant)
+    context = {"trials": views, "attempt": attempt, "attempts": practice_attempt_limit(participant.study)}
     if request.method == "GET":
-        if participant.practice_passed:
-            return _home(participant)
-        return render(request, "studies/practice.html", _context(participant, trials=views))
+        return render(request, "studies/practice.html", _context(participant, **context))
     answers = {item.public_id: request.POST.get(f"choice_{item.public_id}") for item in items}
     answers = {key: value for key, value in answers.items() if value not in (None, "")}
+    posted = _int_or_none(request.POST.get("attempt"))
+    if posted is not None and posted != attempt:  # a stale or repeated form (its attempt was graded already)
+        return HttpResponseRedirect(reverse("studies:worker-practice", args=[participant.token]))
     try:
-        result = practice_grade(participant=participant, answers=answers)
+        result = practice_grade(participant=participant, answers=answers, attempt=attempt)
     except AnswerInvalid:
         return render(
             request, "studies/practice.html",
-            _context(participant, trials=views, error="Please answer every practice question."), status=400,
+            _context(participant, **context, error="Please answer every practice question."), status=400,
         )  # fmt: skip
+    except ScreenedOut:
+        return _screened_out(request, participant)
     except StepNotAllowed:
         return _home(participant)
+    if result.screened_out:
+        return _screened_out(request, participant, result)
     if not items:
         return _home(participant)
     feedback = {fb.item_public_id: fb for fb in result.feedback}
-    rows = [(view, feedback[view.token], answers.get(view.token)) for view in views]
-    return render(request, "studies/practice_feedback.html", _context(participant, result=result, rows=rows))
+    rows = [(view, feedback[view.token], _int_or_none(answers.get(view.token))) for view in views]
+    fresh_next = False  # whether the next attempt shows none of these items (the pool is large enough)
+    if result.attempts_left:
+        following = practice_draw(study=participant.study, participant_token=participant.token, attempt=attempt + 1)
+        fresh_next = not {i.pk for i in following} & {i.pk for i in items}
+    return render(request, "studies/practice_feedback.html",
+                  _context(participant, result=result, rows=rows, fresh_next=fresh_next))  # fmt: skip
 
 
 def _int_or_none(raw: str | None) -> int | None | str:
@@ -333,14 +392,24 @@ def stimulus(request: HttpRequest, token: str, assignment_token: str, side: str)
 
 @require_GET
 def practice_stimulus(request: HttpRequest, token: str, public_id: str, side: str) -> HttpResponse:
+    """One image of a practice trial of attempt ``?attempt=k`` (default: the current one).
+
+    Only attempts the participant has reached, and only items of that attempt's draw; the side
+    is re-derived for (participant, attempt) like the practice page's.
+    """
     participant = _participant_or_404(token)
-    item = get_object_or_404(
-        Item.objects.select_related("stimulus_a", "stimulus_b"),
-        study=participant.study, role=Item.Role.PRACTICE, public_id=public_id,
+    study = participant.study
+    raw = request.GET.get("attempt")
+    attempt = practice_attempt(participant) if raw is None else _int_or_none(raw)
+    if not isinstance(attempt, int) or not 1 <= attempt <= min(practice_attempt(participant), practice_attempt_limit(study)):
+        raise Http404("unknown practice attempt")
+    item = next(
+        (i for i in practice_draw(study=study, participant_token=participant.token, attempt=attempt) if i.public_id == public_id),
+        None,
     )  # fmt: skip
-    choices = assignment_choices(
-        study=participant.study, participant_token=participant.token, slot=f"practice-{public_id}", item=item
-    )
+    if item is None:
+        raise Http404("unknown practice trial")
+    choices = practice_choices(study=study, participant_token=participant.token, attempt=attempt, item=item)
     return _file_response(request, stimulus_for_side(item=item, side=side, model_a_shown_left=choices.model_a_shown_left))
 
 

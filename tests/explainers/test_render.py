@@ -54,6 +54,44 @@ def test_cam_overlay_alpha_zero_is_the_image():
     np.testing.assert_array_equal(pixels, np.rint(image.permute(1, 2, 0).numpy() * 255))
 
 
+def test_gray_base_overlay_shows_no_colour_of_the_picture():
+    """Under ``base="gray"`` a red object with no heat is grey + jet(0): never redder than green."""
+    image = torch.zeros(3, 8, 8)
+    image[0] = 0.9  # a saturated red picture
+    image[1:, :, :4] = 0.2
+    cam = torch.zeros(8, 8)
+    gray = _decode(render.render_cam_overlay(image, cam, base="gray")).astype(int)
+    assert (gray[..., 0] == gray[..., 1]).all()  # luminance + jet(0) = (l, l, l + blue)
+    assert (gray[..., 2] > gray[..., 0]).all()
+    colour = _decode(render.render_cam_overlay(image, cam, base="color")).astype(int)
+    assert (colour[..., 0] > colour[..., 1]).any()  # the paper's look keeps the red
+    np.testing.assert_allclose(render.grayscale(image)[0, 0], [0.9 * 0.299 + 0.2 * 0.701] * 3)
+    with pytest.raises(ValueError, match="base"):
+        render.render_cam_overlay(image, cam, base="sepia")
+
+
+@pytest.mark.parametrize("kind", render.KEY_KINDS)
+def test_colour_key_is_the_rendering_applied_to_a_ramp(kind):
+    pixels = render.colour_key_pixels(kind)
+    assert pixels.shape == (render.KEY_HEIGHT, render.KEY_WIDTH, 3)
+    assert np.array_equal(pixels, render.colour_key_pixels(kind))  # deterministic
+    assert render.colour_key_png(kind) == render.png_bytes(pixels)
+    left, right = pixels[:, :4].astype(int), pixels[:, -4:].astype(int)
+    if kind == "overlay":  # grey + jet: blue for nothing, red for most
+        assert (left[..., 2] > left[..., 0]).all()
+        assert (right[..., 0] > right[..., 2]).all()
+        expected = np.rint((0.5 * 0.5 + 0.5 * render.jet_colormap(np.array([0.0, 1.0]))) * 255)
+        np.testing.assert_array_equal(pixels[0, [0, -1]], expected)
+    else:  # plain grey for nothing, far from grey for most
+        assert np.abs(left - 128).max() <= 2
+        assert np.abs(right - 128).mean() > 25
+    key = render.colour_key(kind)
+    assert key.kind == kind
+    assert all((key.low, key.high, key.description))
+    with pytest.raises(ValueError, match="kind"):
+        render.colour_key("rainbow")
+
+
 def test_gradient_color_centres_zero_on_gray_and_keeps_the_sign():
     attr = torch.zeros(3, 4, 4)
     attr[0, 0, 0], attr[1, 1, 1] = 1.0, -1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -36,6 +38,23 @@ def test_composites_are_two_photos_whose_halves_are_the_boxes():
     assert tensor.shape == (3, 128, 128)
     assert 0.0 <= tensor.min()
     assert tensor.max() <= 1.0
+
+
+def test_default_composites_put_each_photo_left_in_half_of_its_composites():
+    composites = photos.photo_composites(size=64)
+    names = [spec.name for spec in photos.PHOTOS]
+    assert {frozenset(c.photos) for c in composites} == {frozenset(p) for p in itertools.combinations(names, 2)}
+    for name in names:
+        sides = [c.photos.index(name) for c in composites if name in c.photos]
+        assert len(sides) == 4, (name, sides)
+        assert sides.count(0) == 2, (name, sides)  # left in 2 of 4
+    for n in (2, 3, 4, 6, 7):  # every unordered pair once; left counts differ by at most one
+        pairs = photos.balanced_pairs([str(i) for i in range(n)])
+        assert len(pairs) == n * (n - 1) // 2 == len({frozenset(p) for p in pairs})
+        lefts = [sum(p[0] == str(i) for p in pairs) for i in range(n)]
+        assert max(lefts) - min(lefts) <= 1
+    with pytest.raises(ValueError, match="distinct"):
+        photos.balanced_pairs(["a", "a"])
 
 
 def test_composites_are_deterministic_and_mirrorable():

@@ -136,6 +136,49 @@ def test_weights_round_trip_with_sha256(tmp_path):
         synthetic.load_weights(tmp_path / "biased.pt", sha256="f" * 64)
 
 
+def test_mirrored_scenes_keep_masks_boxes_and_marks_consistent():
+    plain = synthetic.make_scenes(6, seed=5)
+    matched = synthetic.make_scenes(6, seed=5, cue="matched")
+    for scene, marked in zip(plain, matched, strict=True):
+        assert torch.equal(synthetic.with_marks(scene, scene.categories).image, marked.image)
+        mirror = synthetic.mirror_scene(scene)
+        assert torch.equal(mirror.image, scene.image.flip(-1))
+        assert torch.equal(synthetic.mirror_scene(mirror).image, scene.image)
+        for mask, (x0, y0, x1, y1) in zip(mirror.masks, mirror.boxes, strict=True):
+            ys, xs = np.nonzero(mask.numpy())
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x0, y0, x1, y1)
+        sides, mirrored = synthetic.scene_sides(scene), synthetic.scene_sides(mirror)
+        flip = {"left": "right", "right": "left", "centre": "centre"}
+        assert mirrored == {c: flip[side] for c, side in sides.items()}
+        cued = synthetic.with_marks(mirror, mirror.categories)  # marks go on after mirroring: class corners
+        for category in mirror.categories:
+            x0, y0 = synthetic._corner_origin(category, synthetic.IMAGE_SIZE)
+            assert torch.all(cued.image[:, y0:y0 + synthetic.MARK_SIZE, x0:x0 + synthetic.MARK_SIZE]
+                             == torch.tensor(synthetic.MARK_COLOR).view(3, 1, 1))
+    with pytest.raises(ValueError, match="marks"):
+        synthetic.mirror_scene(matched[0])
+
+
+def test_balanced_mirrors_put_each_class_left_in_half_of_its_scenes():
+    scenes = synthetic.make_scenes(24, seed=777)  # the demo's stimulus scenes
+
+    def lefts(batch):
+        counts = {}
+        for scene in batch:
+            for category, side in synthetic.scene_sides(scene).items():
+                if side != "centre":
+                    left, total = counts.get(synthetic.CLASSES[category], (0, 0))
+                    counts[synthetic.CLASSES[category]] = (left + (side == "left"), total + 1)
+        return counts
+
+    assert lefts(scenes)["square"] == (1, 5)  # as drawn: the square is nearly always on the right
+    flips = synthetic.balanced_mirrors(scenes)
+    assert flips == synthetic.balanced_mirrors(scenes)
+    balanced = lefts([synthetic.mirror_scene(s) if f else s for s, f in zip(scenes, flips, strict=True)])
+    for name, (left, total) in balanced.items():
+        assert abs(2 * left - total) <= 1, (name, left, total)
+
+
 def test_build_synthetic_world_caches_and_reuses(tmp_path):
     world = synthetic.build_synthetic_world(tmp_path / "world", n_stimuli=2, config=TINY)
     assert not world.reused

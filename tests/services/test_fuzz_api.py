@@ -55,8 +55,10 @@ def live_study(settings):  # type: ignore[no-untyped-def]
             answers = {t["token"]: 0 for t in practice}
             graded = client.post("/api/v1/participant/practice", json.dumps({"answers": answers}),
                                  content_type="application/json", **headers).json()  # fmt: skip
-            if not graded["passed"]:
-                answers = {f["token"]: f["correct_choice"] for f in graded["feedback"]}
+            if not graded["passed"]:  # attempt 2 is a new draw (here the one-item pool again, reshuffled)
+                right = {f["token"]: f["right_answer"] for f in graded["feedback"]}
+                practice = client.get("/api/v1/participant/practice", **headers).json()["trials"]
+                answers = {t["token"]: t["options"].index(right[t["token"]]) for t in practice}
                 client.post("/api/v1/participant/practice", json.dumps({"answers": answers}),
                             content_type="application/json", **headers)  # fmt: skip
             assert client.get("/api/v1/participant/trial", **headers).json()["trial"] is not None

@@ -86,11 +86,15 @@ def _assert_complete(study: Study, media: Path, before: set[str]) -> None:
     rows = Stimulus.objects.filter(model=study.model)
     keys = list(rows.values_list("image_id", "method", "target_class", "settings_hash"))
     assert len(keys) == len(set(keys))
-    # every stimulus an item uses exists exactly once, and nothing else was made
-    assert set(items.values_list("stimulus_a_id", flat=True)) == set(rows.values_list("pk", flat=True))
+    # every stimulus an item uses exists exactly once; the only others are the maps of the catch and
+    # practice candidates that were not kept (plan.obvious_select), on the images set aside for them
+    used = set(items.values_list("stimulus_a_id", flat=True))
+    assert used <= set(rows.values_list("pk", flat=True))
+    spare = set(rows.exclude(pk__in=used).values_list("image_id", flat=True))
+    assert spare <= set(items.exclude(role=Item.Role.MAIN).values_list("image_id", flat=True))
     final, temps = _files(media)
-    used = set(rows.values_list("file", flat=True))
-    assert final - before <= used <= final
+    files = set(rows.values_list("file", flat=True))
+    assert final - before <= files <= final
     assert not temps
     for row in rows:
         assert (media / row.file.name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -101,9 +105,10 @@ def test_prepare_end_to_end_then_twice(celery_worker_process, services_media: Pa
     baseline = _files(services_media)[0]
     job = _wait(study_prepare(study_id=study.pk), _finished)
     assert job.status == Job.Status.DONE, job.error
-    assert job.done == job.total == study.items.count() == 3 * 2 * len(METHODS) + 2 + 1
+    # one of the three images is set aside for the practice pool (1 x 2 attempts + the example); 2 catch items
+    assert job.done == job.total == study.items.count() == 2 * 2 * len(METHODS) + 2 + 3
     assert Prediction.objects.filter(model=study.model).count() == 3
-    assert study.items.filter(role=Item.Role.MAIN).count() == 3 * 2 * len(METHODS)
+    assert study.items.filter(role=Item.Role.MAIN).count() == 2 * 2 * len(METHODS)
     _assert_complete(study, services_media, baseline)
     before = (set(Stimulus.objects.values_list("pk", "sha256")), _files(services_media),
               set(Item.objects.values_list("pk", "stimulus_a_id", "tie_rank")))

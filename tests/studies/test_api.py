@@ -12,8 +12,7 @@ from django.test import Client
 from schemathesis.core.transport import Response as WireResponse
 
 from studies.models import Assignment, Item, Participant, Response, Study
-from studies.services.allocation import assignment_choices
-from studies.services.participation import completion_code_derive
+from studies.services.participation import completion_code_derive, practice_choices
 from studies.testing import make_worker_study
 from studies.web.openapi import SCHEMA
 
@@ -224,10 +223,11 @@ def test_api_practice_choices_match_the_derivation():
     api = Api()
     api.token = enter(api, study).json()["participant_token"]
     api.call("POST", "/api/v1/participant/consent", {"agree": True, "consent_version": study.consent_version})
-    trials = api.call("GET", "/api/v1/participant/practice").json()["trials"]
-    for trial in trials:
+    practice = api.call("GET", "/api/v1/participant/practice").json()
+    assert (practice["attempt"], practice["attempts"]) == (1, 2)
+    for trial in practice["trials"]:
         item = Item.objects.get(public_id=trial["token"])
-        order = assignment_choices(study=study, participant_token=api.token, slot=f"practice-{item.public_id}", item=item).option_order
+        order = practice_choices(study=study, participant_token=api.token, attempt=1, item=item).option_order
         assert trial["options"] == [item.options[i] for i in order]
 
 

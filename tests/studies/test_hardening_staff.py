@@ -240,6 +240,8 @@ def _admin_form_data(study: Study, **changes: str) -> dict[str, str]:
         "practice_pass_fraction": study.practice_pass_fraction, "lease_seconds": study.lease_seconds,
         "require_both_correct": "on" if study.require_both_correct else "", "question": study.question,
         "wording": json.dumps(study.wording), "consent_text": study.consent_text,
+        "public_title": study.public_title, "public_description": study.public_description,
+        "min_viewport_width": study.min_viewport_width, "min_viewport_height": study.min_viewport_height,
         "consent_version": study.consent_version, "instructions": study.instructions,
         "questionnaire": json.dumps(study.questionnaire), "platform": study.platform,
         "completion_code": study.completion_code, "prolific_completion_url": study.prolific_completion_url,

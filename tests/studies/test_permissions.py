@@ -158,6 +158,7 @@ ACTIONS: dict[tuple[str, str], dict[str, object]] = {
     ("study", "evaluate_explanations"): {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "cancel_preparation"):    {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "resume_preparation"):    {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
+    ("study", "audit_validity"):        {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("job", "cancel_jobs"):             {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("job", "resume_jobs"):             {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
 }  # fmt: skip
@@ -169,6 +170,7 @@ SERVICES = {
     "evaluate_explanations": ("studies.services.evaluation", "study_evaluation_start"),
     "cancel_preparation": ("studies.services.prepare", "job_cancel"),
     "resume_preparation": ("studies.services.prepare", "job_resume"),
+    "audit_validity": ("studies.services.validity", "study_validity_audit"),
     "cancel_jobs": ("studies.services.prepare", "job_cancel"),
     "resume_jobs": ("studies.services.prepare", "job_resume"),
 }
@@ -202,6 +204,10 @@ def test_admin_actions(role, changelist, action, login, study, monkeypatch):
             calls.append(kwargs)
             if function == "pilot_run":
                 return ["pilot", "done"]
+            if function == "study_validity_audit":
+                from types import SimpleNamespace
+
+                return SimpleNamespace(passed=True, summary=lambda: "passed")
             return job
 
         monkeypatch.setattr(module, function, record)

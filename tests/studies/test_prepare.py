@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 
 from studies.models import ClassifierModel, Image, Item, Job, ModelPair, Prediction, Stimulus, Study
 from studies.services.importers import Box, ImageRecord, image_set_import
-from studies.services.plan import CATCH_BACKGROUND, CATCH_BOX, study_chunks
+from studies.services.plan import study_chunks
 from studies.services.prepare import (
     job_cancel,
     job_progress,
@@ -94,7 +94,13 @@ def test_discrimination_plan_and_stimuli(discrimination: Study) -> None:
     assert job.status == Job.Status.DONE, job.error
     assert (job.done, job.total) == (job.total, discrimination.items.count())
     main = discrimination.items.filter(role=Item.Role.MAIN)
-    assert main.count() == 3 * 2 * len(METHODS)  # images x categories x methods
+    main_images = set(main.values_list("image_id", flat=True))
+    practice = discrimination.items.filter(role=Item.Role.PRACTICE)
+    assert practice.count() == 1 * 2 + 1  # practice_trials x practice_attempts + the worked example
+    # one of the three images is reserved for the practice pool (at most a third of the main images)
+    assert len(main_images) == 2
+    assert main_images.isdisjoint(practice.values_list("image_id", flat=True))
+    assert main.count() == 2 * 2 * len(METHODS)  # images x categories x methods
     for item in main:
         assert item.options == item.image.categories
         assert item.options[item.correct_option] == item.target_label
@@ -103,8 +109,12 @@ def test_discrimination_plan_and_stimuli(discrimination: Study) -> None:
         assert item.stimulus_a.target_class == ["circle", "square", "triangle", "cross"].index(item.target_label)
     catch = discrimination.items.filter(role=Item.Role.CATCH)
     assert catch.count() == 2
-    assert discrimination.items.filter(role=Item.Role.PRACTICE).count() == 1
-    assert {i.method for i in catch} == {CATCH_BOX}
+    assert catch.exclude(image_id__in=main_images).count() == 0  # catch items are not on the practice image
+    for item in [*catch, *practice]:  # a real map of one of the study's methods, the same kind of stimulus
+        assert item.method in METHODS
+        assert item.stimulus_a.method == item.method
+        assert item.stimulus_a.target_class == item.target_class
+        assert item.options[item.correct_option] == item.target_label
     assert Prediction.objects.filter(model=discrimination.model).count() == 3
     discrimination.refresh_from_db()
     assert discrimination.status == Study.Status.READY
@@ -136,15 +146,21 @@ def test_trust_items_show_both_models(trust: Study) -> None:
     assert job.status == Job.Status.DONE, job.error
     pair = trust.model_pair
     main = trust.items.filter(role=Item.Role.MAIN)
-    assert main.count() == 3 * len(METHODS)
+    assert main.count() == 2 * len(METHODS)  # one image of three reserved for the practice pool
     for item in main:
         assert item.stimulus_a.model_id == pair.model_a_id
         assert item.stimulus_b.model_id == pair.model_b_id
         assert item.stimulus_a.target_class == item.stimulus_b.target_class == item.target_class
-    for item in trust.items.filter(role=Item.Role.CATCH):
-        box_side = item.stimulus_a if item.correct_option == 0 else item.stimulus_b
-        other = item.stimulus_b if item.correct_option == 0 else item.stimulus_a
-        assert (box_side.method, other.method) == (CATCH_BOX, CATCH_BACKGROUND)
+    obvious = trust.items.exclude(role=Item.Role.MAIN)
+    sides = list(obvious.values_list("correct_option", flat=True))
+    assert len(sides) == 5
+    assert abs(sides.count(0) - sides.count(1)) == 1  # robot A / B sides balanced
+    for item in obvious:  # the reasonable robot's map of the target, the other's of the other object
+        right, wrong = (item.stimulus_a, item.stimulus_b) if item.correct_option == 0 else (item.stimulus_b, item.stimulus_a)
+        assert right.method == wrong.method == item.method
+        assert right.target_class == item.target_class
+        other = next(c for c in item.image.categories if c != item.target_label)
+        assert wrong.target_class == ["circle", "square", "triangle", "cross"].index(other)
 
 
 def test_trust_requires_both_models_correct(trust: Study) -> None:
@@ -303,14 +319,14 @@ def test_poisoned_chunk_is_given_up_after_the_attempt_cap(discrimination: Study,
     assert job.chunk_attempts == {key: 3}
     first_line = job.error.splitlines()[0]
     items = discrimination.items.filter(image_id__in=poisoned.image_ids)
-    n_methods = len(set(items.values_list("method", flat=True)))  # gradcam, guided_backprop (+ catch_box)
-    assert items.count() >= 2 * 2 * len(METHODS)
+    n_methods = len(set(items.values_list("method", flat=True)))  # gradcam, guided_backprop (catch maps: gated ones)
+    assert items.count() >= 2 * len(METHODS)
     assert first_line == (f"chunk {key} of model 'm' (2 images, {items.count()} items, {n_methods} methods, "
                           f"{items.count()} stimuli) was started 2 times and never finished; not computed again")
     assert "XAISTUDY_CHUNK_MAX_ATTEMPTS=2" in job.error
     discrimination.refresh_from_db()
     assert discrimination.status == Study.Status.FAILED
-    assert not Stimulus.objects.filter(image_id__in=poisoned.image_ids).exclude(method=CATCH_BOX).exists()
+    assert not Stimulus.objects.filter(image_id__in=poisoned.image_ids).exists()
 
     assert gpu_prepare_chunk(job.pk, poisoned.model_id, list(poisoned.image_ids)) == 0  # a later redelivery
     job.refresh_from_db()
@@ -352,7 +368,7 @@ def _png_layout(data: bytes) -> tuple[tuple[int, ...], tuple[str, ...]]:
 
 
 def test_stimuli_do_not_betray_their_method_by_file_properties(tmp_path: Path) -> None:
-    """Every method's PNG of one image (and the catch render) has the same size, mode and PNG layout.
+    """Every method's PNG of one image has the same size, mode and PNG layout.
 
     A worker must tell methods apart only by the heatmap: no pixel size, colour mode, bit depth,
     interlacing or metadata chunk may differ by method. The display size (96) differs from the
@@ -368,9 +384,9 @@ def test_stimuli_do_not_betray_their_method_by_file_properties(tmp_path: Path) -
     job = prepare_inline(study_id=study.pk)
     assert job.status == Job.Status.DONE, job.error
     [image] = study.image_set.images.all()
-    stimuli = Stimulus.objects.filter(image=image)  # both categories' maps of every method, and the catch box
+    stimuli = Stimulus.objects.filter(image=image)  # both categories' maps of every method
     methods = set(stimuli.values_list("method", flat=True))
-    assert methods == {*ALL_METHODS, CATCH_BOX}
+    assert methods == set(ALL_METHODS)  # catch and practice maps are real maps of the study's methods
     seen = {}
     for row in stimuli:
         data = default_storage.open(row.file.name).read()
@@ -381,7 +397,8 @@ def test_stimuli_do_not_betray_their_method_by_file_properties(tmp_path: Path) -
 
 def test_exact_option_runs_the_model_as_given_and_keys_new_stimuli(discrimination: Study, monkeypatch) -> None:
     """``explainer_options["exact"]``: maps from the model as given (``fast=False``), stored
-    under new keys beside the fast-copy stimuli; catch renderings do not depend on it."""
+    under new keys beside the fast-copy stimuli; catch and practice maps are real maps too, so
+    they are keyed anew as well."""
     from studies.services import explain_runner
 
     calls: list[bool] = []
@@ -395,11 +412,10 @@ def test_exact_option_runs_the_model_as_given_and_keys_new_stimuli(discriminatio
     assert prepare_inline(study_id=discrimination.pk).status == Job.Status.DONE
     assert calls
     assert all(calls)  # the default: the fast copy
-    explained = Stimulus.objects.exclude(method__startswith="catch_")
+    explained = Stimulus.objects.all()
     fast_keys = set(explained.values_list("settings_hash", flat=True))  # one per (model, method)
     n_explained = explained.count()
     assert not any("exact" in s for s in explained.values_list("settings", flat=True))
-    n_catch = Stimulus.objects.filter(method__startswith="catch_").count()
 
     calls.clear()
     discrimination.explainer_options = {**discrimination.explainer_options, "exact": True}
@@ -408,9 +424,8 @@ def test_exact_option_runs_the_model_as_given_and_keys_new_stimuli(discriminatio
     assert prepare_inline(study_id=discrimination.pk).status == Job.Status.DONE
     assert calls
     assert not any(calls)  # fast=False on every call
-    exact_rows = Stimulus.objects.exclude(method__startswith="catch_").exclude(settings_hash__in=fast_keys)
+    exact_rows = Stimulus.objects.exclude(settings_hash__in=fast_keys)
     assert exact_rows.count() == n_explained
     assert all(s["exact"] is True for s in exact_rows.values_list("settings", flat=True))
-    assert Stimulus.objects.filter(method__startswith="catch_").count() == n_catch  # reused
     linked = set(discrimination.items.filter(role=Item.Role.MAIN).values_list("stimulus_a__settings_hash", flat=True))
     assert linked.isdisjoint(fast_keys)

@@ -113,7 +113,7 @@ def test_plots_render_png_and_svg(staff_client, study):
 def test_trust_page_and_plots(staff_client):
     study = synthetic_study_create(kind=Study.Kind.TRUST, quality=(1.2, 0.4), n_workers=10, seed=9)
     text = staff_client.get(reverse("studies:results", args=[study.slug])).content.decode()
-    assert "Mean score (towards model B)" in text
+    assert f"Mean score (towards model B = {study.model_pair.model_b.name})" in text
     assert "Wilcoxon p" in text
     assert "B clearly" in text
     png = staff_client.get(reverse("studies:results_plot", args=[study.slug, "answers", "png"]))

@@ -10,8 +10,7 @@ from django.urls import reverse
 
 from studies.http import form_token_make
 from studies.models import Assignment, ExcludedWorker, Item, Participant, Response, Study
-from studies.services.allocation import assignment_choices
-from studies.services.participation import completion_code_derive
+from studies.services.participation import completion_code_derive, practice_choices, practice_draw
 from studies.testing import make_worker_study
 
 pytestmark = pytest.mark.django_db
@@ -40,11 +39,11 @@ def consent_and_practice(client, study: Study, token: str) -> None:
     assert post(client, "consent", token, {"decision": "agree", "consent_version": study.consent_version}).status_code == 302
     participant = Participant.objects.get(token=token)
     answers = {}
-    for item in Item.objects.filter(study=study, role=Item.Role.PRACTICE):
-        choices = assignment_choices(study=study, participant_token=token, slot=f"practice-{item.public_id}", item=item)
+    for item in practice_draw(study=study, participant_token=token, attempt=1):
+        choices = practice_choices(study=study, participant_token=token, attempt=1, item=item)
         right = choices.option_order.index(item.correct_option) if item.correct_option is not None and item.options else 2
         answers[f"choice_{item.public_id}"] = str(right)
-    response = post(client, "practice", token, answers)
+    response = post(client, "practice", token, {**answers, "attempt": "1"})
     assert response.status_code == 200
     assert b'data-practice-result="passed"' in response.content
     participant.refresh_from_db()
@@ -303,20 +302,24 @@ def test_questionnaire_comes_before_completion(client):
     assert b"data-finish" in client.get(reverse("studies:worker-home", args=[token])).content
 
 
-def test_failed_practice_is_repeated(client):
+def test_failed_practice_is_repeated_with_another_attempt(client):
+    """A failed attempt is counted and followed by attempt 2 (the policy: tests/studies/test_practice_policy.py)."""
     study = make_worker_study(n_practice=2)
     token = token_from(enter(client, study))
     post(client, "consent", token, {"decision": "agree", "consent_version": study.consent_version})
     answers = {}
-    for item in Item.objects.filter(study=study, role=Item.Role.PRACTICE):
-        choices = assignment_choices(study=study, participant_token=token, slot=f"practice-{item.public_id}", item=item)
+    for item in practice_draw(study=study, participant_token=token, attempt=1):
+        choices = practice_choices(study=study, participant_token=token, attempt=1, item=item)
         answers[f"choice_{item.public_id}"] = str(1 - choices.option_order.index(item.correct_option))
-    response = post(client, "practice", token, answers)
+    response = post(client, "practice", token, {**answers, "attempt": "1"})
     assert b'data-practice-result="failed"' in response.content
-    assert not Participant.objects.get(token=token).practice_passed
+    participant = Participant.objects.get(token=token)
+    assert not participant.practice_passed
+    assert participant.practice_attempts_used == 1
     assert b"data-agree" not in client.get(reverse("studies:worker-home", args=[token])).content
-    consent_and_practice_again = client.get(reverse("studies:worker-practice", args=[token]))
-    assert consent_and_practice_again.status_code == 200
+    again = client.get(reverse("studies:worker-practice", args=[token]))
+    assert again.status_code == 200
+    assert b'data-practice-attempt="2"' in again.content
 
 
 def test_trust_trial_scores_relative_to_model_a(client):

@@ -64,7 +64,7 @@ class Command(BaseCommand):
                             help="also evaluate the photo discrimination study (minutes on a CPU)")
 
     def handle(self, *args: object, **options: object) -> None:
-        from studies.services.prepare import study_publish
+        from studies.services.prepare import PrepareRefused, study_publish
         from studies.services.worlds import demo_studies_ensure, photo_world_ensure, synthetic_world_ensure
 
         started = time.monotonic()
@@ -84,7 +84,10 @@ class Command(BaseCommand):
             self._prepare(study)
             study.refresh_from_db()
             if study.status == Study.Status.READY:
-                study_publish(study_id=study.pk)
+                try:
+                    study_publish(study_id=study.pk)
+                except PrepareRefused as exc:  # e.g. the validity audit failed: it stays ready, not live
+                    self.stderr.write(f"{study.name}: not published: {exc}")
             if study.name in evaluated:
                 self._evaluate(study)
         self.stdout.write(f"demo ready in {time.monotonic() - started:.0f}s")

@@ -10,6 +10,35 @@
     img.src = el.getAttribute("data-preload");
   });
 
+  // Device gate (consent page of a study with a minimum viewport): measure the window; below the
+  // minimum keep the consent form hidden and disabled and ask for a larger screen. The measured
+  // size travels with the consent form, and the server refuses a consent without a large enough one.
+  var gate = document.querySelector("[data-device-gate]");
+  if (gate) {
+    var consent = document.querySelector("[data-consent]");
+    var minWidth = parseInt(gate.getAttribute("data-min-width"), 10) || 0;
+    var minHeight = parseInt(gate.getAttribute("data-min-height"), 10) || 0;
+    var checkViewport = function () {
+      var width = Math.round(window.innerWidth || document.documentElement.clientWidth || 0);
+      var height = Math.round(window.innerHeight || document.documentElement.clientHeight || 0);
+      var fits = width >= minWidth && height >= minHeight;
+      document.querySelectorAll("[data-viewport-width]").forEach(function (el) { el.value = String(width); });
+      document.querySelectorAll("[data-viewport-height]").forEach(function (el) { el.value = String(height); });
+      gate.querySelectorAll("[data-viewport-size]").forEach(function (el) { el.textContent = width + " × " + height; });
+      gate.hidden = fits;
+      if (consent) {
+        consent.hidden = !fits;
+        consent.querySelectorAll("button").forEach(function (button) { button.disabled = !fits; });
+      }
+    };
+    checkViewport();
+    window.addEventListener("resize", checkViewport);
+  } else {
+    // No minimum: still send the size (the server ignores it), so forms look the same either way.
+    document.querySelectorAll("[data-viewport-width]").forEach(function (el) { el.value = String(Math.round(window.innerWidth || 0)); });
+    document.querySelectorAll("[data-viewport-height]").forEach(function (el) { el.value = String(Math.round(window.innerHeight || 0)); });
+  }
+
   if (!form) { return; }
   var start = performance.now();
   var events = [];
