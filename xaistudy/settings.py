@@ -197,6 +197,7 @@ AXES_FAILURE_LIMIT = env_int("XAISTUDY_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("XAISTUDY_LOGIN_COOLOFF_MINUTES", 60))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no INFO line on every start and login; attempts and lockouts are rows in the admin
 
 
 def axes_client_ip(request: Any) -> str | None:

@@ -146,8 +146,23 @@ SCHEMAS: dict[str, Any] = {
             "comment_prompt": STRING,
             "preload": {"type": "array", "items": STRING, "description": "images of the next trial"},
             "expires_at": {"type": "string", "description": "ISO 8601 end of the lease (empty for practice)"},
+            "key": {"type": "array", "items": _ref("ColourKeyRow"),
+                    "description": "the study's colour key, the same on every trial (one row per rendering)"},
+            "answer": {**STRING, "description": "worked example only: its answer"},
+            "why": {**STRING, "description": "worked example only: why that is the answer"},
         },
     },  # fmt: skip
+    "ColourKeyRow": {
+        "type": "object",
+        "required": ["kind", "image", "low", "high", "description"],
+        "properties": {
+            "kind": STRING,
+            "image": {"type": "string", "description": "URL of the legend image drawn by the renderer"},
+            "low": STRING,
+            "high": STRING,
+            "description": STRING,
+        },
+    },
     "FocusEvent": {
         "type": "object",
         "required": ["type", "t"],

@@ -167,9 +167,13 @@ def test_open_lease_on_a_catch_item_is_not_a_counter_problem(answered_study: Stu
     assert report.ok, report.problems
 
 
-@pytest.mark.parametrize("command", ["audit_study", "prepare_study", "evaluate_study", "export_study", "simulate_crowd"])
+@pytest.mark.parametrize(
+    "command",
+    ["audit_study", "audit_stimuli", "prepare_study", "evaluate_study", "export_study", "simulate_crowd",
+     "invitations", "check_codes"],
+)  # fmt: skip
 def test_every_study_command_names_an_unknown_study(command: str) -> None:
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match=r"no study matches 'no-such-study'"):
-        call_command(command, "no-such-study")
+        call_command(command, "no-such-study", *(["results.csv"] if command == "check_codes" else []))
