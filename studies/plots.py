@@ -23,7 +23,7 @@ import io
 import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -87,14 +87,18 @@ def _legend_below(fig: Figure, ax, ncols: int) -> None:  # type: ignore[no-untyp
         fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small", frameon=False)
 
 
+def _method_rows(rows: Sequence[Any], *, row_height: float) -> tuple[Figure, Any, list[Any], np.ndarray]:
+    """A one-plot figure sized for the methods that have judgments, and their y positions (top first)."""
+    shown = [r for r in rows if r.n_judgments > 0]
+    fig = Figure(figsize=(7.0, _height(len(shown), row_height)), layout="constrained")
+    return fig, fig.add_subplot(), shown, np.arange(len(shown))[::-1]
+
+
 def accuracy_figure(rows: Sequence[DiscriminationRow], *, title: str = "") -> Figure:
     """Accuracy per method: point, Wilson 95% interval (thick) and cluster-bootstrap interval (thin)."""
-    shown = [r for r in rows if r.n_judgments > 0]
-    fig = Figure(figsize=(7.0, _height(len(shown), 0.35)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax, shown, y = _method_rows(rows, row_height=0.35)
     if not shown:
         return _empty(fig, ax, "no judgments yet")
-    y = np.arange(len(shown))[::-1]
     acc = np.array([r.accuracy for r in shown])
     for yy, r in zip(y, shown, strict=True):
         if np.isfinite(r.boot_low):
@@ -117,12 +121,9 @@ def accuracy_figure(rows: Sequence[DiscriminationRow], *, title: str = "") -> Fi
 
 def trust_figure(rows: Sequence[TrustRow], *, title: str = "", model_a: str = "", model_b: str = "") -> Figure:
     """Mean trust score towards model B per method, with its bootstrap 95% interval (one plot)."""
-    shown = [r for r in rows if r.n_judgments > 0]
-    fig = Figure(figsize=(7.0, _height(len(shown), 0.35)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax, shown, y = _method_rows(rows, row_height=0.35)
     if not shown:
         return _empty(fig, ax, "no judgments yet")
-    y = np.arange(len(shown))[::-1]
     for yy, r in zip(y, shown, strict=True):
         if np.isfinite(r.boot_low):
             ax.plot([r.boot_low, r.boot_high], [yy, yy], color="#2166ac", lw=2,
@@ -144,12 +145,9 @@ def trust_figure(rows: Sequence[TrustRow], *, title: str = "", model_a: str = ""
 
 def trust_answers_figure(rows: Sequence[TrustRow], *, title: str = "", model_a: str = "", model_b: str = "") -> Figure:
     """The five trust answers per method as stacked shares (one plot; the legend names the models)."""
-    shown = [r for r in rows if r.n_judgments > 0]
-    fig = Figure(figsize=(7.0, _height(len(shown), 0.75)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax, shown, y = _method_rows(rows, row_height=0.75)
     if not shown:
         return _empty(fig, ax, "no judgments yet")
-    y = np.arange(len(shown))[::-1]
     shares = np.array([[r.share_minus2, r.share_minus1, r.share_0, r.share_plus1, r.share_plus2] for r in shown])
     start = np.zeros(len(shown))
     for k in range(5):
@@ -171,12 +169,9 @@ def answers_figure(
     """Stacked bars of the answers per method: trust's five answers, or correct/wrong."""
     if rows and isinstance(rows[0], TrustRow):
         return trust_answers_figure(rows, title=title, model_a=model_a, model_b=model_b)  # type: ignore[arg-type]
-    shown = [r for r in rows if r.n_judgments > 0]
-    fig = Figure(figsize=(7.0, _height(len(shown), 0.35)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax, shown, y = _method_rows(rows, row_height=0.35)
     if not shown:
         return _empty(fig, ax, "no judgments yet")
-    y = np.arange(len(shown))[::-1]
     right = np.array([r.n_correct / r.n_judgments for r in shown])  # type: ignore[union-attr]
     ax.barh(y, right, color="#2166ac", height=0.7, label="correct")
     ax.barh(y, 1 - right, left=right, color="#ef8a62", height=0.7, label="wrong")
