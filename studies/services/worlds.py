@@ -20,6 +20,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from studies.consent import DEFAULT_CONSENT_TEMPLATE, consent_fill
 from studies.models import ClassifierModel, ImageSet, ModelPair, Study
 from studies.services.importers import Box, ImageRecord, image_set_import
 
@@ -214,6 +215,14 @@ DEMO_DISCRIMINATION_METHODS = ["gradcam", "guided_gradcam", "guided_backprop", "
 DEMO_TRUST_METHODS = ["guided_backprop", "guided_gradcam", "gradcam"]
 
 
+#: The demo's consent text: the default template with its fields filled (a demo pays nothing).
+DEMO_CONSENT = consent_fill(DEFAULT_CONSENT_TEMPLATE, {
+    "DURATION": "5 minutes", "PAY": "none (this is a demonstration server)",
+    "DATA USE": "The answers are used only to demonstrate the software and are deleted with the demo.",
+    "CONTACT": "the person who runs this demonstration server",
+})  # fmt: skip
+
+
 def demo_studies_ensure(*, synthetic: WorldRows | None, photos: WorldRows | None) -> list[Study]:
     """The demo's four studies (two per world), created once and found by name afterwards.
 
@@ -241,11 +250,16 @@ def demo_studies_ensure(*, synthetic: WorldRows | None, photos: WorldRows | None
         ]
     studies = []
     for spec in specs:
+        spec["consent_text"] = DEMO_CONSENT
         study = Study.objects.filter(name=spec["name"]).order_by("created_at").first()
         if study is None:
             study = Study.objects.create(seed=20170101, judgments_per_item=3, trials_per_participant=10, **spec)
-        elif study.public_title == Study._meta.get_field("public_title").default:
-            Study.objects.filter(pk=study.pk).update(public_title=spec["public_title"])
-            study.public_title = spec["public_title"]
+        else:  # a demo database from before: the public title and a filled consent text
+            updates = {name: spec[name] for name in ("public_title", "consent_text")
+                       if getattr(study, name) in ("", Study._meta.get_field(name).default)}  # fmt: skip
+            if updates:
+                Study.objects.filter(pk=study.pk).update(**updates)
+                for name, value in updates.items():
+                    setattr(study, name, value)
         studies.append(study)
     return studies

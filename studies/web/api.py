@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
+from studies.consent import consent_text_effective
 from studies.models import Participant, Study
 from studies.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 from studies.selectors.participation import (
@@ -161,7 +162,7 @@ def _study_json(study: Study) -> dict[str, Any]:
         "kind": study.kind,
         "question": wording.question,
         "hint": wording.hint,
-        "consent_text": study.consent_text,
+        "consent_text": consent_text_effective(study.consent_text),
         "consent_version": study.consent_version,
         "instructions": study.instructions,
         "practice_pass_fraction": study.practice_pass_fraction,
