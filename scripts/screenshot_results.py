@@ -16,8 +16,9 @@ Nothing shown is typed in by hand. The steps, each a real command or page of the
 5. serves the database with ``runserver``, logs a throw-away staff user in through the admin
    form in headless Chromium (Debian ``chromium`` + ``chromedriver``, Selenium) and saves the
    full-page ``/results/<slug>/``;
-6. enters the trust and the discrimination study as a new participant through the JSON API
-   (consent, practice answered from the API's own feedback) and saves the first trial page.
+6. with ``--trust-output`` / ``--discrimination-output``, enters that study as a new participant
+   through the JSON API (consent, practice answered from the server's own keyed draw) and saves
+   its first trial page (``scripts/screenshot_worker.py`` takes the documented worker shots).
 
 Use ``--database-url postgres://...`` (an empty database) for a concurrent crowd: on the default
 SQLite file, concurrent submits fail with "database is locked", so the crowd then runs one at a time.
@@ -136,31 +137,15 @@ def _api(base: str, path: str, token: str = "", body: dict[str, Any] | None = No
         return json.loads(response.read())
 
 
-def _participant_at_first_trial(base: str, slug: str) -> str:
-    """Enter the study over the JSON API, consent, pass practice (answers from its feedback); return the token."""
-    entered = _api(base, f"studies/{slug}/enter", body={})
-    token = entered["participant_token"]
-    state = _api(
-        base,
-        "participant/consent",
-        token,
-        {"agree": True, "consent_version": entered["study"]["consent_version"]},
-    )
-    if state["state"]["stage"] == "practice":
-        views = _api(base, "participant/practice", token)["trials"]
-        answers = {view["token"]: 0 for view in views}
-        for _round in range(3):
-            graded = _api(base, "participant/practice", token, {"answers": answers})
-            if graded["passed"]:
-                break
-            for feedback in graded["feedback"]:
-                if feedback.get("correct_choice") is not None:
-                    answers[feedback["token"]] = feedback["correct_choice"]
-                elif feedback.get("correct") is False:  # trust: the other end of the 5-point scale
-                    answers[feedback["token"]] = 4 - answers[feedback["token"]]
-        else:
-            raise RuntimeError(f"study {slug}: practice not passed with the API's own feedback")
-    return token
+def _participant_at_first_trial(env: dict[str, str], base: str, slug: str) -> str:
+    """Enter the study over the JSON API, consent, pass the current practice attempt; return the token.
+
+    Each practice attempt is a new draw (issue #12), so the feedback of one attempt does not answer
+    the next: the right answers come from the server's own keyed draw (``screenshot_worker.py``).
+    """
+    from screenshot_worker import participant_at_first_trial  # a sibling script; it imports this one
+
+    return participant_at_first_trial(env, base, slug)
 
 
 def _browser(width: int):  # type: ignore[no-untyped-def]
@@ -217,7 +202,12 @@ def _save(png: bytes, output: Path, max_kb: int) -> None:
 
 
 def _shoot(
-    args: argparse.Namespace, base: str, login: tuple[str, str], slugs: dict[str, str], results_slug: str
+    args: argparse.Namespace,
+    env: dict[str, str],
+    base: str,
+    login: tuple[str, str],
+    slugs: dict[str, str],
+    results_slug: str,
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -234,7 +224,9 @@ def _shoot(
             (args.trust_study, args.trust_output),
             (args.worker_study, args.discrimination_output),
         ):
-            token = _participant_at_first_trial(base, slugs[name])
+            if output is None:
+                continue
+            token = _participant_at_first_trial(env, base, slugs[name])
             driver.set_window_size(args.worker_width, 900)
             driver.get(f"{base}/p/{token}/")
             driver.find_element(By.CSS_SELECTOR, "[data-trial-form]")
@@ -271,9 +263,13 @@ def main() -> None:
     parser.add_argument("--exclusion-rules", type=json.loads, default=DEFAULT_RULES,
                         help="JSON rule list set when the study has none")  # fmt: skip
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results-page.png")
-    parser.add_argument("--trust-output", type=Path, default=ROOT / "docs" / "worker-trust-trial.png")
+    # The documented worker shots (docs/worker-*-trial*.png) are scripts/screenshot_worker.py's:
+    # these full-page ones are taken only when asked for.
+    parser.add_argument("--trust-output", type=Path, help="also save the trust study's first trial page here")
     parser.add_argument(
-        "--discrimination-output", type=Path, default=ROOT / "docs" / "worker-discrimination-trial.png"
+        "--discrimination-output",
+        type=Path,
+        help="also save the discrimination study's first trial page here",
     )
     parser.add_argument("--max-kb", type=int, default=400)
     parser.add_argument("--worker-max-kb", type=int, default=300)
@@ -317,7 +313,7 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{args.port}"
         _wait(f"{base}/healthz")
-        _shoot(args, base, login, slugs, slug)
+        _shoot(args, env, base, login, slugs, slug)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -26,7 +26,7 @@ def _answer_wrongly(driver) -> set[str]:  # type: ignore[no-untyped-def]
         shown.add(public_id)
         item = Item.objects.get(public_id=public_id)
         right = item.options[item.correct_option]
-        next(label for label in fieldset.find_elements(By.CSS_SELECTOR, "label.choice") if label.text.strip() != right).click()
+        next(label for label in fieldset.find_elements(By.CSS_SELECTOR, "label.choice") if label.find_element(By.TAG_NAME, "span").text.strip() != right).click()
     _click_and_wait(driver, "[data-practice-submit]")
     return shown
 

@@ -60,7 +60,7 @@ def _do_practice(driver, study: Study) -> None:  # type: ignore[no-untyped-def]
         labels = fieldset.find_elements(By.CSS_SELECTOR, "label.choice")
         if item.correct_option is not None and item.options:
             right = item.options[item.correct_option]
-            target = next(label for label in labels if label.text.strip() == right)
+            target = next(label for label in labels if label.find_element(By.TAG_NAME, "span").text.strip() == right)
         else:
             target = labels[2]  # trust practice: no right answer ("equally reasonable")
         target.click()
@@ -106,6 +106,9 @@ def test_mturk_worker_completes_a_discrimination_study(live_server, browser, art
     assert _answer_trials(browser, artifacts, "mturk-discrimination") == 4
     _click_and_wait(browser, "[data-finish]")
     code = _wait(browser, "[data-completion-code]").text
+    # The done page posts to MTurk on its own after a countdown (test_worker_details_browser.py);
+    # "Wait" stops it here, so the form can be read (MTurk's sandbox is not reachable from tests).
+    browser.find_element(By.CSS_SELECTOR, "[data-auto-submit-cancel]").click()
     participant = Participant.objects.get()
     assert code == participant.completion_code == completion_code_derive(study=study, participant_token=participant.token)
     assert code != study.completion_code

@@ -112,7 +112,7 @@ def token_from(response) -> str:  # type: ignore[no-untyped-def]
 def practice_choices(page: str, study: Study, *, right: bool) -> dict[str, str]:
     """Answers for the practice page as shown: the right (or a wrong) option of each question."""
     answers: dict[str, str] = {}
-    radios = re.findall(r'name="choice_([^"]+)" value="(\d+)"[^>]*>\s*<span>([^<]*)</span>', page)
+    radios = re.findall(r'name="choice_([^"]+)" value="(\d+)"[^>]*>\s*(?:<kbd[^>]*>\d+</kbd>\s*)?<span>([^<]*)</span>', page)
     assert radios, "no practice question found on the page"
     for public_id, value, label in radios:
         item = Item.objects.get(study=study, public_id=public_id)
