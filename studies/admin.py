@@ -4,9 +4,11 @@ Admin classes only present and dispatch; every write goes through a service.
 
 Rights: every custom action declares the model permission it needs (``@admin.action(permissions=...)``):
 ``change`` for what starts or stops work or writes a report (prepare, pilot, evaluate, validity audit,
-cancel, resume), ``view`` for the tidy CSV (hashed worker ids only, no raw platform worker ids). The
-study form refuses to set a study live unless its validity audit passed or was acknowledged
-(``services.validity``, the rule ``study_publish`` applies). The image-set zip import
+cancel, resume), ``view`` for the tidy CSV (hashed worker ids only, no raw platform worker ids). The study's
+status is read-only in its form: Prepare, Publish, Pause and Close (actions and buttons) call
+``services.prepare``; Publish refuses unless the study is prepared, has enough items and its
+validity audit passed or was acknowledged. The form checks the configuration
+(``services.study_checks``) and guards live studies (``StudyAdminForm``). The image-set zip import
 view needs ``add``. Results, plots and exports (``studies/views_results.py``) need
 ``studies.view_study``, and raw worker ids also ``studies.export_worker_ids``.
 """
@@ -33,7 +35,6 @@ from studies.services.importers import (
     records_from_folder,
     zip_extract,
 )
-from studies.wording import wording_errors
 
 #: URL form fields keep Django 5's scheme for bare domains ("example.org/x" -> "http://example.org/x")
 #: stated explicitly, which silences RemovedInDjango60Warning (Django 6 would assume https).
@@ -274,41 +275,142 @@ class ExclusionGroupAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/studies/exclusiongroup/import_ids.html", context)
 
 
+class MethodsField(forms.MultipleChoiceField):
+    """The study's explanation methods as a checkbox list (``method_choices()``: name and one-line
+    description), stored as the JSON list. Any name is accepted here so that an unknown one gets
+    :func:`study_config_errors`'s message (which lists the known ones), not a generic "not a valid
+    choice"; a posted JSON list (``'["gradcam"]'``, what scripts posted before) is read as the list."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def to_python(self, value: object) -> list[str]:
+        if isinstance(value, (list, tuple)) and len(value) == 1 and str(value[0]).lstrip().startswith("["):
+            value = value[0]
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            import json
+
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise forms.ValidationError("not a list of methods") from None
+        return super().to_python(value)
+
+    def valid_value(self, value: str) -> bool:
+        return True
+
+
+#: Fields whose change would make a live (or paused) study's stimuli wrong: always refused
+#: (close the study and make a new one).
+STIMULI_FIELDS = ("kind", "methods", "model", "model_pair", "image_set")
+#: Fields that change what participants see or how they are paid: refused on a study with
+#: participants unless ``confirm_live_change`` is ticked.
+CONFIRM_FIELDS = ("platform", "completion_code", "prolific_completion_url", "question", "wording", "public_title",
+                  "public_description", "consent_text", "consent_version", "instructions", "questionnaire",
+                  "trials_per_participant", "catch_trials", "practice_trials", "practice_pass_fraction")
+
+
 class StudyAdminForm(forms.ModelForm):
-    """The study form (the admin builds its Meta from the fieldsets): the wording is checked here,
-    so a template the worker page cannot fill is a form error, never a 500 on a worker page."""
+    """The study form (the admin builds its Meta from the fieldsets).
+
+    ``clean`` attaches every error of :func:`study_config_errors` to its field (the same rules as
+    ``study_publish`` and the commands), so a bad method, a wording the page cannot fill or more
+    trials than main items is a form error and nothing is saved. The status is read-only: it
+    changes only through the lifecycle actions (Prepare, Publish, Pause, Close). On a live
+    study, or a paused one with participants, the fields in ``STIMULI_FIELDS`` cannot change and
+    those in ``CONFIRM_FIELDS`` need ``confirm_live_change``, the error naming who is affected.
+    """
+
+    methods = MethodsField(choices=(), help_text="the explanation methods compared in this study")
+    confirm_live_change = forms.BooleanField(
+        required=False, label="Confirm change to a live study",
+        help_text="tick to save changes to the wording, platform or quotas of a study that participants have "
+                  "already entered (their data were collected under the old settings)",
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if "methods" in self.fields:
+            from studies.services.study_checks import method_choices
+
+            choices = method_choices()
+            known = {name for name, _ in choices}
+            stored = [m for m in (self.instance.methods or []) if isinstance(m, str) and m not in known]
+            self.fields["methods"].choices = choices + [(m, f"{m}: not a known method") for m in stored]
 
     def clean(self) -> dict:  # type: ignore[type-arg]
         cleaned = super().clean()
-        self._publish_guard(cleaned)
-        if "wording" in cleaned or "question" in cleaned:
-            kind = cleaned.get("kind") or getattr(self.instance, "kind", "")
-            for field, message in wording_errors(kind, cleaned.get("wording"), cleaned.get("question", "")).items():
-                if field in self.fields:
-                    self.add_error(field, message)
-                else:  # pragma: no cover - both fields are on the form
-                    self.add_error(None, f"{field}: {message}")
+        self._config_errors()
+        self._live_change_guard()
         return cleaned
 
-    def _publish_guard(self, cleaned: dict) -> None:  # type: ignore[type-arg]
-        """Setting the status to live here is publishing: the validity audit must have passed or
-        been acknowledged (the same rule as ``study_publish``; the audit reruns when stale)."""
-        if cleaned.get("status") != models.Study.Status.LIVE or self.instance.status == models.Study.Status.LIVE:
-            return
-        field = "status" if "status" in self.fields else None
-        if self.instance.pk is None:
-            self.add_error(field, "a new study cannot be live: save it, prepare its stimuli, then publish")
-            return
-        from studies.services.validity import validity_publish_refusal
+    def _probe(self) -> models.Study:
+        """The study as it would be saved (the instance itself is changed only after ``clean``)."""
+        import copy
 
-        acknowledged = cleaned.get("validity_acknowledged", self.instance.validity_acknowledged)
-        refusal = validity_publish_refusal(study_id=self.instance.pk, acknowledged=acknowledged)
-        # The audit may have just stored a new report: keep it when this form saves the row.
-        self.instance.validity_report = (
-            models.Study.objects.filter(pk=self.instance.pk).values_list("validity_report", flat=True).get()
-        )
-        if refusal is not None:
-            self.add_error(field, refusal)
+        from django.forms.models import construct_instance
+
+        return construct_instance(self, copy.copy(self.instance), self._meta.fields, self._meta.exclude)
+
+    def _config_errors(self) -> None:
+        from studies.services.study_checks import study_config_errors
+
+        for field, found in study_config_errors(study=self._probe()).items():
+            if field in self.errors:  # the field's own validation already failed; its value is the old one
+                continue
+            for message in found:
+                if field in self.fields:
+                    self.add_error(field, message)
+                else:
+                    self.add_error(None, f"{field}: {message}")
+
+    def _changed_from(self, stored: models.Study) -> list[str]:
+        """The form's fields whose cleaned value differs from the stored row (``changed_data``
+        is not used: fields with callable defaults count as changed when the hidden initial
+        value is not posted)."""
+        changed = []
+        for field in (*STIMULI_FIELDS, *CONFIRM_FIELDS):
+            if field not in self.cleaned_data:
+                continue
+            new, old = self.cleaned_data[field], getattr(stored, field)
+            if isinstance(new, db_models.Model) or isinstance(old, db_models.Model):
+                new, old = getattr(new, "pk", None), getattr(old, "pk", None)
+            if new != old:
+                changed.append(field)
+        return changed
+
+    def _live_change_guard(self) -> None:
+        study = self.instance
+        if study.pk is None:
+            return
+        stored = models.Study.objects.filter(pk=study.pk).first()
+        if stored is None:
+            return
+        entered = study.participants.filter(is_simulated=False)
+        n_entered = entered.count()
+        if stored.status != models.Study.Status.LIVE and n_entered == 0:
+            return
+        state = "live" if stored.status == models.Study.Status.LIVE else "paused"
+        who = f"{n_entered} participant(s) already entered"
+        changed = self._changed_from(stored)
+        for field in changed:
+            if field in STIMULI_FIELDS and field in self.fields:
+                self.add_error(field, f"the study is {state} ({who}) and its stimuli are prepared for this "
+                                      f"{field.replace('_', ' ')}; close it and make a new study to change it")
+        if self.cleaned_data.get("confirm_live_change"):
+            return
+        for field in changed:
+            if field not in CONFIRM_FIELDS or field not in self.fields or field in self.errors:
+                continue
+            if field == "platform":
+                by_platform = dict(entered.values_list("platform").annotate(n=Count("id")))
+                label = models.Study.Platform(study.platform).label
+                effect = (f"{by_platform.get(study.platform, 0)} participant(s) already entered through {label}; "
+                          f"those still working would meet a study on another platform")
+            else:
+                effect = (f"{who} under the current {field.replace('_', ' ')}; their answers and later ones "
+                          f"would no longer be comparable")
+            self.add_error(field, f"the study is {state}: {effect}. Tick 'Confirm change to a live study' "
+                                  f"to save anyway")
 
 
 @admin.register(models.Study)
@@ -318,14 +420,19 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "status", "platform", "n_methods", "progress", "created_at")
     list_filter = ("kind", "status", "platform")
     search_fields = ("name", "slug")
-    readonly_fields = ("slug", "created_at", "item_summary", "platform_setup", "validity_panel")
+    readonly_fields = ("slug", "status", "created_at", "item_summary", "platform_setup", "validity_panel")
     autocomplete_fields = ("model", "model_pair")
     inlines = (JobInline, ExcludedWorkerInline)
-    change_form_template = "admin/studies/study/change_form.html"  # adds a "Results" link
-    actions = ("export_tidy_csv", "prepare_stimuli", "cancel_preparation", "resume_preparation", "pilot_simulated",
-               "evaluate_explanations", "audit_validity")
+    change_form_template = "admin/studies/study/change_form.html"  # Results link, lifecycle buttons
+    actions = ("export_tidy_csv", "prepare_stimuli", "publish_study", "pause_study", "close_study",
+               "cancel_preparation", "resume_preparation", "pilot_simulated", "evaluate_explanations",
+               "audit_validity")
+    #: The lifecycle steps of the change page's buttons (POST ``<id>/lifecycle/<step>/``, change permission).
+    LIFECYCLE_STEPS = ("prepare", "publish", "pause", "close")
     fieldsets = (
-        (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set")}),
+        (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set"),
+                "description": "The status changes only through Prepare, Publish, Pause and Close (buttons above, "
+                               "or the actions of the study list)."}),
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
                                "practice_pass_fraction", "lease_seconds", "require_both_correct")}),
         ("Wording", {"fields": ("public_title", "public_description", "question", "wording", "consent_text",
@@ -334,6 +441,10 @@ class StudyAdmin(admin.ModelAdmin):
                                    "exclusion_group", "require_invitation", "entries_per_client", "entry_rate_limit",
                                    "min_viewport_width", "min_viewport_height")}),
         ("Analysis and explainers", {"fields": ("explainer_options", "exclusion_rules")}),
+        ("Changing a live study", {"fields": ("confirm_live_change",),
+                                   "description": "Methods, kind, model, model pair and image set of a study that "
+                                                  "participants entered cannot change (its stimuli are prepared). "
+                                                  "Platform, wording and quotas can, after confirming here."}),
         ("Items and progress", {"fields": ("item_summary", "created_at")}),
         ("Validity audit (before launch)", {
             "fields": ("validity_panel", "validity_acknowledged"),
@@ -396,15 +507,119 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.action(description="Prepare stimuli (predict, plan items, render heatmaps on the gpu queue)",
                   permissions=["change"])
     def prepare_stimuli(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
-        from studies.services.prepare import PrepareRefused, study_prepare
-
         for study in queryset:
-            try:
-                job = study_prepare(study_id=study.pk)
-            except PrepareRefused as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                self.message_user(request, f"{study.name}: prepare job {job.public_id} {job.status}.")
+            self._lifecycle(request, study, "prepare")
+
+    @admin.action(description="Publish (set live: needs prepared stimuli, enough items, the validity audit)",
+                  permissions=["change"])
+    def publish_study(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        for study in queryset:
+            self._lifecycle(request, study, "publish")
+
+    @admin.action(description="Pause (no new entries; participants already working may finish)",
+                  permissions=["change"])
+    def pause_study(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        for study in queryset:
+            self._lifecycle(request, study, "pause")
+
+    @admin.action(description="Close (for good: no new entries, results kept)", permissions=["change"])
+    def close_study(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
+        for study in queryset:
+            self._lifecycle(request, study, "close")
+
+    def _lifecycle(self, request: HttpRequest, study: models.Study, step: str) -> bool:
+        """Run one lifecycle step through its service and say what happened (or why not)."""
+        from studies.services import prepare
+
+        try:
+            if step == "prepare":
+                from studies.services.study_checks import study_config_errors
+
+                errors = study_config_errors(study=study)
+                errors.pop("trials_per_participant", None)  # the items are made again: checked at publish
+                if errors:
+                    raise prepare.PrepareRefused(f"{study.name}: fix the study first: " + "; ".join(
+                        f"{field}: {message}" for field, found in errors.items() for message in found))
+                job = prepare.study_prepare(study_id=study.pk, background=True)
+                self.message_user(request, f"{study.name}: preparation started (job {job.public_id}); its progress "
+                                           f"shows under Jobs on the study page.")
+            elif step == "publish":
+                prepare.study_publish(study_id=study.pk)
+                self.message_user(request, f"{study.name} is live: the worker link accepts participants.",
+                                  messages.SUCCESS)
+            elif step == "pause":
+                prepare.study_pause(study_id=study.pk)
+                self.message_user(request, f"{study.name} is paused: new entries are refused (\"not open\"); "
+                                           f"participants already working may finish. Publish opens it again.")
+            elif step == "close":
+                prepare.study_close(study_id=study.pk)
+                self.message_user(request, f"{study.name} is closed: no new entries; results and exports stay.")
+            else:  # pragma: no cover - the URL pattern and the actions name only known steps
+                raise ValueError(step)
+        except prepare.PrepareRefused as exc:
+            self.message_user(request, f"{step.capitalize()} refused: {exc}", messages.ERROR)
+            return False
+        return True
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        extra = [
+            path("<int:study_id>/lifecycle/<str:step>/", self.admin_site.admin_view(self.lifecycle_view),
+                 name="studies_study_lifecycle"),
+        ]
+        return extra + super().get_urls()
+
+    def lifecycle_view(self, request: HttpRequest, study_id: int, step: str) -> HttpResponse:
+        """The change page's Prepare / Publish / Pause / Close buttons (POST, change permission)."""
+        from django.shortcuts import get_object_or_404
+
+        study = get_object_or_404(models.Study, pk=study_id)
+        if step not in self.LIFECYCLE_STEPS:
+            return HttpResponse(status=404)
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        if not self.has_change_permission(request, study):
+            return HttpResponse(status=403)
+        self._lifecycle(request, study, step)
+        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):  # type: ignore[no-untyped-def]
+        if obj is not None and obj.pk:
+            active = obj.jobs.filter(kind=models.Job.Kind.PREPARE, status__in=(models.Job.Status.PENDING,
+                                                                                 models.Job.Status.RUNNING))
+            job = active.order_by("-created_at").first()
+            context.update({
+                "lifecycle_steps": self._lifecycle_steps(obj) if self.has_change_permission(request, obj) else [],
+                "active_job": job,
+                "active_job_progress": _job_progress_text(job) if job else "",
+            })  # fmt: skip
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @staticmethod
+    def _lifecycle_steps(study: models.Study) -> list[tuple[str, str]]:
+        """The buttons the study's status offers: ``(step, label)``."""
+        status = models.Study.Status
+        offered = {
+            status.DRAFT: [("prepare", "Prepare"), ("close", "Close")],
+            status.FAILED: [("prepare", "Prepare again"), ("close", "Close")],
+            status.PREPARING: [],
+            status.READY: [("publish", "Publish"), ("prepare", "Prepare again"), ("close", "Close")],
+            status.LIVE: [("pause", "Pause"), ("close", "Close")],
+            status.CLOSED: [],
+        }
+        return offered.get(study.status, [])
+
+    def save_model(self, request: HttpRequest, obj: models.Study, form: forms.ModelForm, change: bool) -> None:
+        """A ready study whose stimuli fields changed (no participants: the form allows it) needs
+        preparing again: it returns to draft, so Publish asks for a new preparation."""
+        stored = models.Study.objects.filter(pk=obj.pk).first() if change else None
+        stale = (stored is not None and stored.status == models.Study.Status.READY and isinstance(form, StudyAdminForm)
+                 and any(f in STIMULI_FIELDS for f in form._changed_from(stored)))
+        if stale:
+            obj.status = models.Study.Status.DRAFT
+        super().save_model(request, obj, form, change)
+        if stale:
+            self.message_user(request, f"{obj.name}: the methods, model or images changed; prepare it again before "
+                                       f"publishing.", messages.WARNING)
 
     @admin.action(description="Cancel stimulus preparation", permissions=["change"])
     def cancel_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
@@ -424,7 +639,7 @@ class StudyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{study.name}: no prepare job to resume", messages.WARNING)
                 continue
             try:
-                job_resume(job_id=job.pk)
+                job_resume(job_id=job.pk, background=True)
             except PrepareRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
@@ -441,30 +656,42 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.display(description="what to paste into the platform")
     def platform_setup(self, obj: models.Study) -> str:
-        """The study link, MTurk's ExternalQuestion XML and Prolific's study/completion URLs."""
+        """Only the chosen platform's set-up (``selectors.participation.platform_setup``), with a
+        warning while ``XAISTUDY_PUBLIC_URL`` is not set (the links would name no real host)."""
         if obj.pk is None:
             return "-"
         from django.conf import settings
 
         from studies.selectors.participation import platform_setup
 
-        base = getattr(settings, "XAISTUDY_PUBLIC_URL", "") or "https://YOUR-HOST"
-        setup = platform_setup(study=obj, base_url=base)
-        rows = [
-            ("Title (public: use it as the HIT's / Prolific study's title)", setup["title"]),
-            ("Description (public)", setup["description"] or "-"),
-            ("Plain link", setup["link"]),
-            ("MTurk: ExternalQuestion (HTTPS; FrameHeight 0 = full height)", setup["mturk_external_question"]),
-            ("Prolific: study URL (URL parameters)", setup["prolific_study_url"]),
-            ("Prolific: completion URL", setup["prolific_completion_url"]),
-            ("Completion code", setup["completion_code"]),
-        ]
+        public_url = getattr(settings, "XAISTUDY_PUBLIC_URL", "") or ""
+        setup = platform_setup(study=obj, base_url=public_url or "https://YOUR-HOST")
+        labels = {
+            "title": "Title (public: use it as the HIT's / Prolific study's title)",
+            "description": "Description (public)",
+            "link": "Study link",
+            "mturk_external_question": "MTurk: ExternalQuestion (HTTPS; FrameHeight 0 = full height)",
+            "prolific_study_url": "Prolific: study URL (URL parameters)",
+            "prolific_completion_url": "Prolific: completion URL",
+            "completion_code": "Prolific: completion code",
+        }
+        rows = [(labels[key], setup[key] or "-") for key in labels if key in setup]
+        notes = {
+            models.Study.Platform.MTURK: "Each worker gets an own completion code; the page submits the HIT.",
+            models.Study.Platform.PROLIFIC: "Paste the study URL and the completion code into Prolific.",
+        }
         body = format_html(
+            "<p>Platform: <b>{}</b>. {}</p>", setup["platform"],
+            notes.get(obj.platform, "Share the link; each participant is shown an own completion code at the end."),
+        )
+        body += format_html(
             "".join("<p><b>{}</b></p><pre style='white-space:pre-wrap'>{}</pre>" for _ in rows),
             *[part for row in rows for part in row],
         )
-        if base == "https://YOUR-HOST":
-            body = format_html("{}<p>Set XAISTUDY_PUBLIC_URL to show the real host.</p>", body)
+        if not public_url:
+            body = format_html(
+                "<p class='errornote' id='public-url-warning'>XAISTUDY_PUBLIC_URL is not set: these links name "
+                "no real host. Set it to the server's public HTTPS address before pasting them.</p>{}", body)
         return body
 
     @admin.display(description="latest audit")
@@ -597,7 +824,7 @@ class JobAdmin(admin.ModelAdmin):
 
         for job in queryset:
             try:
-                job_resume(job_id=job.pk)
+                job_resume(job_id=job.pk, background=True)
             except PrepareRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
         self.message_user(request, "Resumed; progress updates as chunks finish.")

@@ -13,6 +13,7 @@ import random
 from django.core.files.base import ContentFile
 from PIL import Image as PILImage
 
+from studies.consent import DEFAULT_CONSENT_TEMPLATE, consent_fill
 from studies.models import ClassifierModel, Image, ImageSet, Item, ModelPair, Stimulus, Study
 
 
@@ -31,6 +32,13 @@ def _stimulus(image: Image, model: ClassifierModel, method: str, target: int, se
     stimulus.file.save(f"stimuli/{digest[:2]}/{digest}.png", ContentFile(data), save=False)
     stimulus.save()
     return stimulus
+
+
+#: A consent text with every field of the default template filled (publish refuses ``[FIELD]``s).
+TEST_CONSENT = consent_fill(DEFAULT_CONSENT_TEMPLATE, {
+    "DURATION": "5 minutes", "PAY": "USD 1.00", "CONTACT": "research@example.org",
+    "DATA USE": "The answers are analysed for a test.",
+})  # fmt: skip
 
 
 def make_worker_study(
@@ -63,7 +71,7 @@ def make_worker_study(
         judgments_per_item=judgments_per_item, trials_per_participant=trials_per_participant,
         catch_trials=n_catch, practice_trials=n_practice, platform=platform, status=status,
         lease_seconds=lease_seconds, questionnaire=questionnaire or [],
-        prolific_completion_url=prolific_completion_url, seed=12345,
+        prolific_completion_url=prolific_completion_url, seed=12345, consent_text=TEST_CONSENT,
     )  # fmt: skip
     rng = random.Random(study.seed)
     roles = [Item.Role.MAIN] * n_main + [Item.Role.CATCH] * n_catch + [Item.Role.PRACTICE] * n_practice

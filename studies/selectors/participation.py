@@ -499,31 +499,39 @@ def example_answer(*, study: Study, item: Item) -> tuple[str, str]:
 
 
 def platform_setup(*, study: Study, base_url: str) -> dict[str, str]:
-    """What to paste into each platform for this study.
+    """What to paste into the study's own platform, and nothing for the others.
 
-    MTurk: an ExternalQuestion XML whose URL MTurk extends with ``assignmentId``, ``hitId``,
-    ``workerId`` and ``turkSubmitTo``. Prolific: the study URL with the ``{{%PROLIFIC_PID%}}``
-    placeholders, and the completion URL ``https://app.prolific.com/submissions/complete?cc=<code>``.
-    ``title`` and ``description`` are what to type as the HIT's / Prolific study's title and
-    description: the study's *public* title and description, never its internal name (which
-    could tell workers the design).
+    Always: ``platform`` (its label), ``title`` and ``description`` (what to type as the HIT's /
+    Prolific study's title and description: the study's *public* title and description, never
+    its internal name, which could tell workers the design) and ``link`` (the entry URL).
+    MTurk adds ``mturk_external_question``: an ExternalQuestion XML whose URL MTurk extends
+    with ``assignmentId``, ``hitId``, ``workerId`` and ``turkSubmitTo`` (each worker gets an own
+    code; the HIT is submitted from the page). Prolific adds ``prolific_study_url`` (the link
+    with the ``{{%PROLIFIC_PID%}}`` placeholders), ``prolific_completion_url`` (the study's own or
+    ``https://app.prolific.com/submissions/complete?cc=<code>``) and ``completion_code``. A plain
+    link study gets only the link (each participant is shown an own code at the end).
     """
     entry = base_url.rstrip("/") + reverse("studies:worker-entry", args=[study.slug])
-    xml = (
-        '<ExternalQuestion xmlns="http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/'
-        '2006-07-14/ExternalQuestion.xsd">\n'
-        f"  <ExternalURL>{entry}</ExternalURL>\n"
-        "  <FrameHeight>0</FrameHeight>\n"
-        "</ExternalQuestion>"
-    )
-    prolific = f"{entry}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}&SESSION_ID={{{{%SESSION_ID%}}}}"
-    return {
+    setup = {
+        "platform": Study.Platform(study.platform).label,
         "title": study.public_title,
         "description": study.public_description,
         "link": entry,
-        "mturk_external_question": xml,
-        "prolific_study_url": prolific,
-        "prolific_completion_url": study.prolific_completion_url
-        or f"https://app.prolific.com/submissions/complete?cc={study.completion_code}",
-        "completion_code": study.completion_code,
     }
+    if study.platform == Study.Platform.MTURK:
+        setup["mturk_external_question"] = (
+            '<ExternalQuestion xmlns="http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/'
+            '2006-07-14/ExternalQuestion.xsd">\n'
+            f"  <ExternalURL>{entry}</ExternalURL>\n"
+            "  <FrameHeight>0</FrameHeight>\n"
+            "</ExternalQuestion>"
+        )
+    elif study.platform == Study.Platform.PROLIFIC:
+        setup["prolific_study_url"] = (
+            f"{entry}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}&SESSION_ID={{{{%SESSION_ID%}}}}"
+        )
+        setup["prolific_completion_url"] = (
+            study.prolific_completion_url or f"https://app.prolific.com/submissions/complete?cc={study.completion_code}"
+        )
+        setup["completion_code"] = study.completion_code
+    return setup

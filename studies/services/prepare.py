@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,11 +88,18 @@ class PrepareRefused(ValueError):
 # --- lifecycle (web side: no torch) ----------------------------------------------------------
 
 
-def study_prepare(*, study_id: int, enqueue: bool = True) -> Job:
+def study_prepare(*, study_id: int, enqueue: bool = True, background: bool = False) -> Job:
     """Open a prepare job for the study (or return the one already running) and enqueue it.
 
     Allowed from ``draft``, ``failed`` and ``ready`` (preparing a ready study again is a no-op
-    that finishes at once). Refused for ``live`` and ``closed`` studies.
+    that finishes at once). Refused for ``live`` and ``closed`` studies. (A configuration error
+    fails the job at its predict stage with the message; the admin checks
+    :func:`~studies.services.study_checks.study_config_errors` before it calls this.)
+
+    ``background``: with no broker (``CELERY_TASK_ALWAYS_EAGER``, the embedded default) the task
+    chain would run inside this call; ``background=True`` (the admin) runs it in a daemon thread
+    instead, so the request returns at once (:func:`job_start_background`). With a broker it
+    changes nothing: the tasks go to the workers either way.
     """
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=study_id)
@@ -104,14 +112,53 @@ def study_prepare(*, study_id: int, enqueue: bool = True) -> Job:
         study.status = Study.Status.PREPARING
         study.save(update_fields=["status"])
         if enqueue:
-            transaction.on_commit(functools.partial(_enqueue_predict, job.pk))
+            transaction.on_commit(functools.partial(_enqueue_predict, job.pk, background))
     return job
 
 
-def _enqueue_predict(job_id: int) -> None:
+def _errors_text(errors: dict[str, list[str]]) -> str:
+    return "; ".join(f"{field}: {message}" for field, messages in errors.items() for message in messages)
+
+
+def _enqueue_predict(job_id: int, background: bool = False) -> None:
     from studies.tasks import gpu_prepare_predict
 
-    gpu_prepare_predict.delay(job_id)
+    if background and settings.CELERY_TASK_ALWAYS_EAGER:
+        job_start_background(job_id=job_id)
+    else:
+        gpu_prepare_predict.delay(job_id)
+
+
+#: Threads started by :func:`job_start_background`, by job id (tests join them).
+BACKGROUND_THREADS: dict[int, threading.Thread] = {}
+
+
+def job_start_background(*, job_id: int) -> threading.Thread:
+    """Run the job's task chain (predict -> plan -> chunks, eagerly) in a daemon thread.
+
+    Used only without a broker (``CELERY_TASK_ALWAYS_EAGER``): the request that asked for the
+    preparation returns at once and the job's row shows the progress. The thread has its own
+    database connection, closed when it ends. A process that exits mid-job leaves the job active
+    without progress: ``prepare_sweep`` / "resume" picks it up again (every stage is idempotent).
+    """
+    from django.db import connection
+
+    def run() -> None:
+        from studies.tasks import gpu_prepare_predict
+
+        try:
+            gpu_prepare_predict.apply(args=(job_id,))
+        except Exception:  # the stages fail their job themselves; this is only a last resort
+            logger.exception("background preparation of job %s crashed", job_id)
+            job_fail(job_id=job_id, message="the background preparation crashed; see the server log")
+        finally:
+            connection.close()
+            BACKGROUND_THREADS.pop(job_id, None)
+
+    thread = threading.Thread(target=run, name=f"xaistudy-prepare-{job_id}", daemon=True)
+    BACKGROUND_THREADS[job_id] = thread
+    thread.start()
+    return thread
 
 
 def job_cancel(*, job_id: int) -> Job:
@@ -127,7 +174,7 @@ def job_cancel(*, job_id: int) -> Job:
     return job
 
 
-def job_resume(*, job_id: int, enqueue: bool = True) -> Job:
+def job_resume(*, job_id: int, enqueue: bool = True, background: bool = False) -> Job:
     """Run a cancelled, failed or stalled prepare job again from the start (every stage is idempotent)."""
     with transaction.atomic():
         job = Job.objects.select_for_update().select_related("study").get(pk=job_id)
@@ -150,7 +197,7 @@ def job_resume(*, job_id: int, enqueue: bool = True) -> Job:
         job.save(update_fields=fields)
         Study.objects.filter(pk=job.study_id).update(status=Study.Status.PREPARING)
         if enqueue:
-            transaction.on_commit(functools.partial(_enqueue_predict, job.pk))
+            transaction.on_commit(functools.partial(_enqueue_predict, job.pk, background))
     return job
 
 
@@ -469,35 +516,94 @@ def prepare_inline(*, study_id: int, on_progress: Callable[[Job], None] | None =
     return job
 
 
+class ConfigRefused(PrepareRefused):
+    """The study's configuration has errors; ``errors`` maps each field to its messages."""
+
+    def __init__(self, study_name: str, errors: dict[str, list[str]]):
+        super().__init__(f"study {study_name!r} cannot go live: {_errors_text(errors)}")
+        self.errors = errors
+
+
 def study_publish(*, study_id: int) -> Study:
     """Set a ready study live (the worker entry then accepts participants).
 
-    Refused (:class:`PrepareRefused`, with the reason) unless the study is ready, every main item
-    has its stimuli, and the pre-launch validity audit passed or its failures were acknowledged
-    (:func:`studies.services.validity.validity_publish_refusal`, which reruns a missing or stale
-    audit first). A study that is live already stays live.
+    Refused (:class:`PrepareRefused`, with the reason) unless the study is ready, its
+    configuration passes :func:`~studies.services.study_checks.study_config_errors` with the real
+    number of main items (:class:`ConfigRefused`, by field: e.g. more trials per participant
+    than main items) and its consent text has no unfilled ``[FIELD]`` (``studies.consent``), every
+    main item has its stimuli, and the pre-launch validity audit passed
+    or its failures were acknowledged (:func:`studies.services.validity.validity_publish_refusal`,
+    which reruns a missing or stale audit first). A study that is live already stays live. A
+    paused study (``ready`` with participants) is published again the same way.
     """
+    from studies.consent import consent_errors
+    from studies.services.study_checks import study_config_errors
     from studies.services.validity import validity_publish_refusal
 
     def stimuli_missing(study: Study) -> bool:
         return study.items.filter(role=Item.Role.MAIN).filter(Q(stimulus_a__isnull=True)).exists()
 
+    def config_check(study: Study) -> None:
+        n_main = study.items.filter(role=Item.Role.MAIN).count()
+        errors = study_config_errors(study=study, n_main_items=n_main)
+        if consent := consent_errors(study.consent_text):  # a draft may keep [PAY]; a live study may not
+            errors["consent_text"] = consent
+        if errors:
+            raise ConfigRefused(study.name, errors)
+
     current = Study.objects.get(pk=study_id)
     refusal = None
     if current.status == Study.Status.READY and not stimuli_missing(current):
+        config_check(current)
         refusal = validity_publish_refusal(study_id=study_id)  # reads every stimulus: outside the row lock
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=study_id)
         if study.status not in (Study.Status.READY, Study.Status.LIVE):
-            raise PrepareRefused(f"study {study.name!r} is {study.status}; prepare it first")
+            raise PrepareRefused(f"study {study.name!r} is {study.get_status_display()}; prepare it first")
         if stimuli_missing(study):
             raise PrepareRefused(f"study {study.name!r} has items without stimuli; prepare it again")
         if study.status == Study.Status.LIVE:
             return study
+        config_check(study)
         if current.status != Study.Status.READY:  # it became ready meanwhile: audit now
             refusal = validity_publish_refusal(study_id=study_id)
         if refusal is not None:
             raise PrepareRefused(refusal)
         study.status = Study.Status.LIVE
+        study.save(update_fields=["status"])
+    return study
+
+
+def study_pause(*, study_id: int) -> Study:
+    """Stop new entries to a live study: it goes back to ``ready``, Publish opens it again.
+
+    While paused the entry link refuses everyone with "This study is not open at the moment"
+    (returning workers too, since entering again goes through that check); participants whose
+    pages are open keep their token and may finish their trials and be paid. A paused study is
+    ``ready`` with participants: the admin's live-change guard still applies to it.
+    """
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        if study.status != Study.Status.LIVE:
+            raise PrepareRefused(f"study {study.name!r} is {study.get_status_display()}; only a live study can be paused")
+        study.status = Study.Status.READY
+        study.save(update_fields=["status"])
+    return study
+
+
+def study_close(*, study_id: int) -> Study:
+    """End a study for good (``closed``): no new entries, no preparation, no publishing again.
+
+    Participants whose pages are open may still finish (as when paused), so nobody who worked
+    loses their pay; the results and exports stay. Refused while a preparation job is running
+    (cancel it first). A closed study stays closed (calling this again is a no-op).
+    """
+    with transaction.atomic():
+        study = Study.objects.select_for_update().get(pk=study_id)
+        if study.status == Study.Status.CLOSED:
+            return study
+        if study.jobs.filter(kind=Job.Kind.PREPARE, status__in=ACTIVE).exists():
+            raise PrepareRefused(f"study {study.name!r} is being prepared; cancel the preparation first")
+        study.status = Study.Status.CLOSED
         study.save(update_fields=["status"])
     return study

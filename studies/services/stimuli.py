@@ -34,6 +34,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import IntegrityError, transaction
 
+from explainers.registry import METHODS
 from studies.models import ClassifierModel, Stimulus
 
 # Bump when the renderer or the stimulus layout changes: old stimuli are then not reused.
@@ -51,13 +52,9 @@ OVERLAY_BASES = ("gray", "color")
 DEFAULT_OVERLAY_BASE = "gray"
 
 #: Methods whose output is a signed ``[C, H, W]`` input-space attribution, rendered as a gradient
-#: image (grey = 0); every other method gives a spatial map, rendered as a colour overlay. The
-#: web process cannot import ``explainers`` (torch), so this mirrors ``explainers.registry``
-#: (``output == "channels"``); ``tests/studies/test_stimulus_look.py`` keeps them equal.
-GRADIENT_METHODS = frozenset({
-    "saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smoothgrad", "integrated_gradients",
-    "guided_gradcam", "deconv_gradcam",
-})
+#: image (grey = 0); every other method gives a spatial map, rendered as a colour overlay. Read
+#: from the engine's registry (``output == "channels"``), which imports without torch.
+GRADIENT_METHODS = frozenset(name for name, spec in METHODS.items() if spec.output == "channels")
 
 #: The colour key of each rendering: what the worker is told, and the legend image (a static
 #: file drawn by ``explainers.render.colour_key_png``; the texts mirror

@@ -19,6 +19,7 @@ from studies.models import ClassifierModel, Image, Item, Job, Prediction, Stimul
 from studies.services.importers import Box, ImageRecord, image_set_import
 from studies.services.prepare import job_resume, study_prepare
 from studies.services.stimuli import TEMP_PREFIX
+from studies.testing import TEST_CONSENT
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -52,7 +53,7 @@ def _study(name: str, *, n_images: int = 3, chunk_size: int = 2) -> Study:
     )
     return Study.objects.create(
         name=name, kind=Study.Kind.CLASS_DISCRIMINATION, model=model, image_set=image_set, methods=METHODS,
-        catch_trials=1, practice_trials=1, seed=3, explainer_options={"display_size": 64, "chunk_size": chunk_size},
+        catch_trials=1, practice_trials=1, seed=3, explainer_options={"display_size": 64, "chunk_size": chunk_size}, consent_text=TEST_CONSENT,
     )
 
 

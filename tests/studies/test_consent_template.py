@@ -97,7 +97,8 @@ def _consent_page(client, study: Study) -> tuple[str, str]:
 @pytest.mark.django_db
 def test_a_study_without_consent_text_shows_the_template_with_its_fields(client):
     study = make_worker_study()
-    assert study.consent_text == ""
+    Study.objects.filter(pk=study.pk).update(consent_text="")  # the fixture fills it; a new study has none
+    study.refresh_from_db()
     _, page = _consent_page(client, study)
     for name in DEFAULT_FIELDS:
         assert f"[{name}]" in page

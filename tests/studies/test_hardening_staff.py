@@ -263,7 +263,9 @@ def test_admin_refuses_a_wording_the_page_cannot_fill(staff_client):
     assert "placeholder {x} cannot be filled" in bad.content.decode()
     study.refresh_from_db()
     assert study.wording == {}
-    good = staff_client.post(url, _admin_form_data(study, wording='{"predicted": "Both saw a {label}"}'))
+    # The study is live: a wording change needs the explicit confirmation (issue #13).
+    good = staff_client.post(url, _admin_form_data(study, wording='{"predicted": "Both saw a {label}"}',
+                                                    confirm_live_change="on"))
     assert good.status_code == 302, good.content.decode()[:2000]
     study.refresh_from_db()
     assert study.wording == {"predicted": "Both saw a {label}"}

@@ -154,6 +154,9 @@ REFUSED = "refused"  # not offered to this user: the changelist answers, nothing
 ACTIONS: dict[tuple[str, str], dict[str, object]] = {
     ("study", "export_tidy_csv"):       {"anonymous": LOGIN, "staff": DENIED, "view": RAN,     "view_ids": RAN,     "change": RAN, "superuser": RAN},
     ("study", "prepare_stimuli"):       {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
+    ("study", "publish_study"):         {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
+    ("study", "pause_study"):           {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
+    ("study", "close_study"):           {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "pilot_simulated"):       {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "evaluate_explanations"): {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "cancel_preparation"):    {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
@@ -166,6 +169,9 @@ ACTIONS: dict[tuple[str, str], dict[str, object]] = {
 #: The service each action calls (patched to record the call instead of doing the work).
 SERVICES = {
     "prepare_stimuli": ("studies.services.prepare", "study_prepare"),
+    "publish_study": ("studies.services.prepare", "study_publish"),
+    "pause_study": ("studies.services.prepare", "study_pause"),
+    "close_study": ("studies.services.prepare", "study_close"),
     "pilot_simulated": ("studies.simulation.pilot", "pilot_run"),
     "evaluate_explanations": ("studies.services.evaluation", "study_evaluation_start"),
     "cancel_preparation": ("studies.services.prepare", "job_cancel"),
@@ -239,6 +245,29 @@ def test_admin_actions(role, changelist, action, login, study, monkeypatch):
         assert calls, f"{action} did not call its service"
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING  # the services were patched: nothing else changed it
+
+
+@pytest.mark.parametrize("step", ["prepare", "publish", "pause", "close"])
+@pytest.mark.parametrize(("role", "expected"), [("anonymous", LOGIN), ("staff", DENIED), ("view", DENIED),
+                                                ("change", RAN), ("superuser", RAN)])  # fmt: skip
+def test_lifecycle_buttons_need_change_permission(role, expected, step, login, study, monkeypatch):
+    """The change page's Prepare / Publish / Pause / Close buttons (POST to a custom admin URL)."""
+    from studies.services import prepare
+
+    calls: list[dict] = []
+    service = {"prepare": "study_prepare", "publish": "study_publish", "pause": "study_pause", "close": "study_close"}
+    job = Job.objects.create(study=study, kind=Job.Kind.PREPARE, status=Job.Status.PENDING)
+    monkeypatch.setattr(prepare, service[step], lambda **kwargs: calls.append(kwargs) or job)
+    response = login(role).post(reverse("admin:studies_study_lifecycle", args=[study.pk, step]))
+    if expected == LOGIN:
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/")
+    elif expected == DENIED:
+        assert response.status_code == 403
+    else:
+        assert response.status_code == 302
+        assert response["Location"] == reverse("admin:studies_study_change", args=[study.pk])
+    assert bool(calls) == (expected == RAN)
 
 
 @pytest.mark.parametrize(("role", "expected"), [("anonymous", LOGIN), ("staff", DENIED), ("view", DENIED),

@@ -19,7 +19,7 @@ def test_a_prepared_study_from_the_fixtures_is_clean():
 @pytest.mark.parametrize(
     ("change", "field", "phrase"),
     [
-        ({"methods": ["gradcam", "lime"]}, "methods", "unknown method 'lime'"),
+        ({"methods": ["gradcam", "no_such_method"]}, "methods", "unknown method 'no_such_method'"),
         ({"methods": []}, "methods", "at least one"),
         ({"methods": "gradcam"}, "methods", "at least one"),
         ({"methods": ["gradcam", "gradcam"]}, "methods", "twice"),

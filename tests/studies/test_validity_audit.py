@@ -44,6 +44,7 @@ from studies.services.validity import (
     study_validity_audit,
     validity_publish_refusal,
 )
+from studies.testing import TEST_CONSENT
 
 pytestmark = pytest.mark.django_db
 
@@ -131,7 +132,7 @@ def build_study(*, kind: str, leaky: bool, n_images: int = 16, n_catch: int = 8,
     study = Study.objects.create(
         name=f"{tag} study", kind=kind, methods=METHODS, image_set=image_set, seed=seed, status=status,
         model=None if trust else model_a, model_pair=pair if trust else None, catch_trials=n_catch // 2,
-        trials_per_participant=6,
+        trials_per_participant=6, consent_text=TEST_CONSENT,
     )  # fmt: skip
     images = []
     for index in range(n_images):
@@ -384,6 +385,9 @@ def _change_form_data(client, study: Study, **changes: object) -> dict[str, str]
             if value:
                 data[bound.html_name] = "on"
             continue
+        if isinstance(value, list) and bound.name == "methods":  # a checkbox list: one value per box
+            data[bound.html_name] = value  # type: ignore[assignment]
+            continue
         data[bound.html_name] = "" if value is None else str(value)
     for formset in page.context["inline_admin_formsets"]:
         prefix = formset.formset.prefix
@@ -416,20 +420,25 @@ def test_admin_page_shows_the_report_with_figures_and_thresholds(staff_client):
 
 
 def test_admin_refuses_to_set_a_leaky_study_live_until_acknowledged(staff_client):
+    # Publishing is the change page's Publish button (the status field is read-only, issue #13).
     study = build_study(kind=Study.Kind.CLASS_DISCRIMINATION, leaky=True, n_images=8, n_catch=4)
     url = reverse("admin:studies_study_change", args=[study.pk])
-    refused = staff_client.post(url, _change_form_data(staff_client, study, status="live", validity_acknowledged=True))
-    assert refused.status_code == 200
+    publish = reverse("admin:studies_study_lifecycle", args=[study.pk, "publish"])
+    saved = staff_client.post(url, _change_form_data(staff_client, study, validity_acknowledged=True))
+    assert saved.status_code == 302
+    refused = staff_client.post(publish, follow=True)
     text = refused.content.decode()
     assert "failed its validity audit (it ran now, before publishing)" in text  # ticked blind: not enough
     study.refresh_from_db()
     assert study.status == Study.Status.READY
     assert study.validity_report["passed"] is False
-    refused = staff_client.post(url, _change_form_data(staff_client, study, status="live"))
-    assert refused.status_code == 200
+    staff_client.post(url, _change_form_data(staff_client, study, validity_acknowledged=False))
+    refused = staff_client.post(publish, follow=True)
     assert "tick &#x27;validity acknowledged&#x27;" in refused.content.decode()
-    saved = staff_client.post(url, _change_form_data(staff_client, study, status="live", validity_acknowledged=True))
+    saved = staff_client.post(url, _change_form_data(staff_client, study, validity_acknowledged=True))
     assert saved.status_code == 302, saved.content.decode()[:3000]
+    published = staff_client.post(publish, follow=True)
+    assert "is live" in published.content.decode()
     study.refresh_from_db()
     assert study.status == Study.Status.LIVE
     assert study.validity_acknowledged
@@ -438,9 +447,8 @@ def test_admin_refuses_to_set_a_leaky_study_live_until_acknowledged(staff_client
 
 def test_admin_sets_a_clean_study_live(staff_client):
     study = build_study(kind=Study.Kind.CLASS_DISCRIMINATION, leaky=False, n_images=8, n_catch=4)
-    url = reverse("admin:studies_study_change", args=[study.pk])
-    saved = staff_client.post(url, _change_form_data(staff_client, study, status="live"))
-    assert saved.status_code == 302, saved.content.decode()[:3000]
+    published = staff_client.post(reverse("admin:studies_study_lifecycle", args=[study.pk, "publish"]))
+    assert published.status_code == 302
     study.refresh_from_db()
     assert study.status == Study.Status.LIVE
     assert study.validity_report["passed"] is True

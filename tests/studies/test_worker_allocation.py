@@ -133,6 +133,6 @@ def test_admin_shows_what_to_paste_into_each_platform(staff_client, settings):
     settings.XAISTUDY_PUBLIC_URL = "https://study.example.org"
     study = make_worker_study(platform=Study.Platform.PROLIFIC, with_files=False)
     page = staff_client.get(f"/admin/studies/study/{study.pk}/change/").content.decode()
-    assert f"&lt;ExternalURL&gt;https://study.example.org/s/{study.slug}/&lt;/ExternalURL&gt;" in page
+    assert "ExternalURL" not in page  # only the study's own platform (issue #13; tests/studies/test_lifecycle.py)
     assert f"https://study.example.org/s/{study.slug}/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&amp;STUDY_ID={{{{%STUDY_ID%}}}}" in page
     assert f"complete?cc={study.completion_code}" in page
