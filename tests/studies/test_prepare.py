@@ -275,10 +275,11 @@ def test_eager_tasks_run_the_whole_pipeline(discrimination: Study, django_captur
 def test_web_modules_do_not_import_torch() -> None:
     code = ("import django, sys; django.setup(); import studies.views, studies.admin, studies.urls, "
             "studies.services.prepare, studies.services.plan, studies.tasks; "
-            "print('torch' in sys.modules, 'explainers' in sys.modules)")
+            "print('torch' in sys.modules, sorted(m for m in sys.modules if m.startswith('explainers')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "xaistudy.settings"})
-    assert out.stdout.split() == ["False", "False"], out.stderr
+    # The method registry (names, descriptions, output kinds) is read by the web process; the engine is not.
+    assert out.stdout.strip().split(maxsplit=1) == ["False", "['explainers', 'explainers.registry']"], out.stderr
 
 
 class WorkerLost(BaseException):
