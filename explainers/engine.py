@@ -25,17 +25,21 @@ noisy / interpolated inputs; occlusion and RISE run batched forwards under
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from explainers.fast import fast_model
-from explainers.layers import resolve_layer
+from explainers.fast import FastModel, fast_model
+from explainers.layers import Reshape, layer_reader, resolve_layer
 from explainers.methods.cam import CAM_FUNCTIONS, upsample
 from explainers.methods.common import (
     autocast_context,
+    check_activations,
+    check_differentiable,
+    check_output,
     fresh_input,
     grad_enabled_session,
     model_session,
@@ -52,6 +56,102 @@ _SAMPLED: dict[str, Callable[..., torch.Tensor]] = {
     "integrated_gradients": integrated_gradients,
 }
 _PERTURBATION: dict[str, Callable[..., torch.Tensor]] = {"occlusion": occlusion, "rise": rise}
+
+# --- rule-based and surrogate methods (deeplift, lrp, excitation, lime) ---
+# Each runs its own batched passes, called like the sampled family (one call per target column,
+# ``fn(runner, images, classes[:, k], autocast_dtype=..., **options)`` -> ``[B, C, H, W]``).
+from explainers.methods.deeplift import deeplift  # noqa: E402
+
+_SAMPLED["deeplift"] = deeplift
+# --- lrp (lrp.py): read the model (or its fast copy's trace) as a chain of layers ---
+from explainers.methods.lrp import lrp_epsilon_gamma_box, lrp_epsilon_plus  # noqa: E402
+
+_SAMPLED["lrp_epsilon_plus"] = lrp_epsilon_plus
+_SAMPLED["lrp_epsilon_gamma_box"] = lrp_epsilon_gamma_box
+# --- end lrp ---
+# --- end rule-based and surrogate methods ---
+
+# --- LIME and excitation backprop (lime.py, excitation.py) ---
+# LIME is a perturbation method: batched forwards under inference_mode, every target of an image
+# served by the same forwards, ``fn(runner, images, classes [B, K], ...)`` -> ``[B, K, H, W]``.
+from explainers.methods.lime import lime  # noqa: E402
+
+_PERTURBATION["lime"] = lime
+# Excitation backprop (family "rule", output "spatial"): one forward + one backward per target
+# column (two for the contrastive one) from the CAM layer's output to the logits, on the fast copy
+# with the CAM layer kept (its BatchNorms folded, which the rule does too), upsampled like a CAM.
+from explainers.methods.excitation import EXCITATION  # noqa: E402
+
+
+def _excitation(
+    model: nn.Module, images: torch.Tensor, classes: torch.Tensor, names: list[str],
+    layer: str | nn.Module | None, kwargs: Mapping[str, dict], autocast_dtype: torch.dtype | None,
+    layer_maps: bool, fast: bool,
+) -> dict[str, torch.Tensor]:
+    """Maps ``[B, K, H, W]`` (and ``"<name>@layer"`` when ``to="layer"``) of the excitation methods."""
+    wanted = [name for name in names if name in EXCITATION]
+    if not wanted:
+        return {}
+    size = tuple(images.shape[-2:])
+    out: dict[str, torch.Tensor] = {}
+    for name in wanted:
+        to_layer = kwargs[name].get("to", "layer") == "layer"
+        module = resolve_layer(model, layer, example=images)[1] if to_layer else None
+        runner = fast_model(model, keep=module, example=images) if fast else model
+        hooked = (runner.hook_module(module) if isinstance(runner, FastModel) else module) if to_layer else None
+        low = torch.stack([EXCITATION[name](runner, images, classes[:, k], hooked, autocast_dtype=autocast_dtype,
+                                            **kwargs[name]) for k in range(classes.shape[1])], dim=1)
+        out[name] = upsample(low, size) if low.shape[-2:] != size else low
+        if layer_maps and to_layer:
+            out[name + "@layer"] = low
+    return out
+# --- end LIME and excitation backprop ---
+
+# --- CAM family members (cam_family.py) ---
+# Gradient members (layercam, xgradcam, hirescam; family "cam") join the shared pass through
+# CAM_FUNCTIONS. Forward-only members (cam, eigencam, scorecam, ablationcam; family
+# "activation") run in _activation_cams: one forward under inference_mode keeps the CAM layer's
+# activation and the logits, then each computes its own channel weights (scorecam and
+# ablationcam with their own batched forwards under inference_mode).
+from explainers.layers import layout as _layout  # noqa: E402
+from explainers.methods.cam_family import ACTIVATION_CAMS, GRADIENT_CAMS, forward_with_activation  # noqa: E402
+
+CAM_FUNCTIONS = {**CAM_FUNCTIONS, **GRADIENT_CAMS}
+
+
+def _activation_cams(
+    model: nn.Module, images: torch.Tensor, classes: torch.Tensor, names: list[str],
+    layer: str | nn.Module | None, kwargs: Mapping[str, dict], autocast_dtype: torch.dtype | None,
+    layer_maps: bool, fast: bool, reshape: Reshape | None,
+) -> dict[str, torch.Tensor]:
+    """Maps ``[B, K, H, W]`` (and ``"<name>@layer"``) of the forward-only CAM family members."""
+    wanted = [name for name in names if name in ACTIVATION_CAMS]
+    if not wanted:
+        return {}
+    layer_name, module = resolve_layer(model, layer, example=images)
+    runner = fast_model(model, keep=module, example=images) if fast else model
+    hooked = runner.hook_module(module) if isinstance(runner, FastModel) else module
+    size = tuple(images.shape[-2:])
+    lows: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        output, raw = forward_with_activation(runner, images, hooked, layer_name, autocast_dtype)
+        logits = check_output(output, images.shape[0], classes).float()
+        activation = layer_reader(layer_name, raw, size, reshape)(raw).float().contiguous()
+        for name in wanted:
+            if name == "ablationcam" and (reshape is not None or _layout(raw, size) != "nchw"):
+                raise ValueError(f"ablationcam needs a [B, C, h, w] CAM layer output; {layer_name!r} "
+                                 f"gives {tuple(raw.shape)}")
+            forwards = fast_model(model, example=images) if fast and name == "scorecam" else runner
+            lows[name] = ACTIVATION_CAMS[name](forwards, images, classes, activation, logits, model, hooked,
+                                               autocast_dtype=autocast_dtype, **kwargs[name])
+    out: dict[str, torch.Tensor] = {}
+    for name, low in lows.items():
+        low = low.clone()  # a normal tensor, usable outside inference mode
+        out[name] = upsample(low, size)
+        if layer_maps:
+            out[name + "@layer"] = low
+    return out
+# --- end CAM family members ---
 _INPUT_RULE: dict[str, Rule] = {
     "saliency": "plain",
     "input_x_gradient": "plain",
@@ -63,10 +163,36 @@ _INPUT_RULE: dict[str, Rule] = {
 _CAMS_FOR_PRODUCTS = {"guided_gradcam", "deconv_gradcam"}
 
 
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def _check_images(model: nn.Module, images: Any) -> torch.Tensor:
+    """The one image check of every path: a non-empty, finite float ``[B, C, H, W]`` tensor,
+    cast to the model's floating dtype (the first floating parameter's or buffer's)."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+        shape = (f"{tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor)
+                 else type(images).__name__)
+        raise ValueError(f"images must be a float tensor [B, C, H, W], got {shape}")
+    if images.shape[0] == 0 or images.numel() == 0:
+        raise ValueError(f"images is an empty batch (shape {tuple(images.shape)}); nothing to explain")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or Inf values; every pixel must be finite")
+    dtype = _model_dtype(model)
+    if dtype is not None and images.dtype != dtype:
+        images = images.to(dtype)
+    return images
+
+
 def _classes(targets: torch.Tensor | Sequence[int], batch: int, device: torch.device) -> tuple[torch.Tensor, bool]:
     tensor = torch.as_tensor(targets)
     if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
         raise ValueError(f"targets must be integer class indices, got dtype {tensor.dtype}")
+    if tensor.numel() and int(tensor.min()) < 0:
+        raise ValueError(f"target classes must be >= 0, got {tensor.flatten().tolist()[:16]}")
     if tensor.dim() == 1 and tensor.shape[0] == batch:
         return tensor.view(batch, 1).long().to(device), True
     if tensor.dim() == 2 and tensor.shape[0] == batch and tensor.shape[1] >= 1:
@@ -108,6 +234,7 @@ def _shared_pass(
     cam_layer: tuple[str, nn.Module] | None,
     autocast_dtype: torch.dtype | None,
     layer_maps: bool,
+    reshape: Reshape | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward, one backward per (rule, target): every gradient/CAM/product map.
 
@@ -126,19 +253,16 @@ def _shared_pass(
                                   if r in input_rules or (r == "plain" and need_layer)]
     ruled = any(r != "plain" for r in backward_rules)
 
-    x = fresh_input(images) if input_rules else images.detach().float()
-    captured: dict[str, torch.Tensor] = {}
+    x = fresh_input(images) if input_rules else images.detach()
+    captured: dict[str, Any] = {}
     handle = None
     if need_layer:
         assert cam_layer is not None, "CAM maps need the resolved CAM layer"
         layer_name, module = cam_layer
 
         def keep_activation(mod: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"CAM layer {layer_name!r} returns {type(output).__name__}, not a tensor")
-            if output.dim() != 4:
-                raise ValueError(f"CAM layer {layer_name!r} output has shape {tuple(output.shape)}, "
-                                 "expected [B, K, h, w]")
+            # [B, C, h, w], channels-last or tokens, read by the layer's reader; else refused
+            captured["reader"] = layer_reader(layer_name, output, tuple(images.shape[-2:]), reshape)
             activation = output
             if cut and not output.requires_grad:
                 torch.set_grad_enabled(True)  # restored when the forward's no_grad block exits
@@ -146,7 +270,8 @@ def _shared_pass(
             captured["activation"] = activation
             return activation.clone()
 
-        handle = module.register_forward_hook(keep_activation)
+        target = model.hook_module(module) if isinstance(model, FastModel) else module
+        handle = target.register_forward_hook(keep_activation)
     state = RuleState("plain")
     try:
         with torch.set_grad_enabled(not cut):
@@ -162,6 +287,10 @@ def _shared_pass(
     activation = captured.get("activation")
     if need_layer and activation is None:
         raise RuntimeError(f"CAM layer {layer_name!r} was not called during the forward pass")
+    check_output(logits, images.shape[0], classes)
+    for rule in input_rules:
+        check_activations(state, rule)
+    check_differentiable(logits, "gradient and CAM methods")
 
     size = tuple(images.shape[-2:])
     per_target: dict[str, list[torch.Tensor]] = {}
@@ -184,9 +313,10 @@ def _shared_pass(
             else:
                 add("guided_backprop" if rule == "guided" else "deconvnet", grad_x)
         if rule == "plain" and need_layer:
-            grad_a = grads[-1]
+            read = captured["reader"]
+            grad_a, maps_a = read(grads[-1]), read(activation.detach())
             for cam in cams:
-                low = CAM_FUNCTIONS[cam](activation.detach(), grad_a)
+                low = CAM_FUNCTIONS[cam](maps_a, grad_a)
                 add(cam + "@layer", low)
                 add(cam, upsample(low, size))
     for k in range(classes.shape[1]):
@@ -202,9 +332,10 @@ def explain(
     model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor | Sequence[int],
-    methods: Sequence[str],
+    methods: Sequence[str] | str,
     layer: str | nn.Module | None = None,
     *,
+    reshape: Reshape | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     autocast_dtype: torch.dtype | None = None,
     layer_maps: bool = False,
@@ -220,9 +351,13 @@ def explain(
         images: ``[B, C, H, W]`` preprocessed inputs, on the model's device.
         targets: ``[B]`` (one class per image) or ``[B, K]`` (adds a ``K`` axis after
             ``B`` to every output).
-        methods: names from :data:`explainers.registry.METHODS`.
-        layer: CAM layer (dotted name or module); ``None`` = default, see
+        methods: names from :data:`explainers.registry.METHODS` (one name as a string is
+            one method).
+        layer: CAM layer (dotted path or module); ``None`` = default, see
             :func:`explainers.layers.resolve_layer`.
+        reshape: how to read the CAM layer's output as ``[B, K, h, w]`` when it is neither
+            that, channels-last ``[B, h, w, K]`` nor tokens ``[B, 1+N, K]`` (recognised
+            without it; :func:`explainers.layers.layer_reader`).
         options: per-method keyword options, e.g. ``{"occlusion": {"window": 32,
             "stride": 16, "baseline": 0.0, "batch_size": 16}, "smoothgrad": {"samples": 8,
             "noise": 0.15, "base": "saliency", "seed": 0, "batch_size": None},
@@ -235,18 +370,23 @@ def explain(
             resolution for the requested CAM methods.
         fast: run the passes on the cached fast copy of the model (BatchNorm folded into
             its convolutions, channels-last; :mod:`explainers.fast`): the same maps up to
-            float rounding (~1e-6 relative). ``False`` runs the model exactly as given.
+            float rounding (~1e-6 relative). The copy is checked against the model first;
+            when it cannot be trusted the model runs as given, with one ``RuntimeWarning``.
+            ``False`` runs the model exactly as given.
 
     Returns:
         ``{method: map}``; ``[B, (K,) C, H, W]`` signed for channel methods,
         ``[B, (K,) H, W]`` for CAM, occlusion and RISE maps (``MethodSpec.output``).
 
     Raises:
-        ValueError: unknown method or option, bad image/target shapes, unknown layer.
+        ValueError: unknown method or option, option out of range, bad image/target shapes
+            or values, a model output that is not ``[B, classes]`` logits, unknown or
+            uninterpretable layer, guided/deconvnet rules on a non-ReLU net, a model with no
+            gradient to its input for gradient methods.
     """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a float tensor [B, C, H, W], got {shape}")
+    images = _check_images(model, images)
+    if isinstance(methods, str):
+        methods = [methods]
     names = list(dict.fromkeys(methods))
     if not names:
         raise ValueError("methods is empty; known: " + ", ".join(METHODS))
@@ -256,7 +396,9 @@ def explain(
     if unknown:
         raise ValueError(f"options given for methods not requested: {unknown}")
     kwargs = {
-        name: _method_options(name, options, _SAMPLED.get(name) or _PERTURBATION.get(name))
+        name: _method_options(name, options, _SAMPLED.get(name) or _PERTURBATION.get(name)
+                              or ACTIVATION_CAMS.get(name)  # CAM family members (cam_family.py)
+                              or EXCITATION.get(name))  # LIME and excitation backprop
         for name in names
     }
     classes, single = _classes(targets, images.shape[0], images.device)
@@ -265,10 +407,17 @@ def explain(
     with model_session(model), grad_enabled_session():
         if shared:
             cam_layer = resolve_layer(model, layer, example=images) if _cams_needed(shared) else None
-            runner = fast_model(model, keep=cam_layer[1] if cam_layer else None) if fast else model
-            results.update(_shared_pass(runner, images, classes, shared, cam_layer, autocast_dtype, layer_maps))
+            runner = (fast_model(model, keep=cam_layer[1] if cam_layer else None, example=images)
+                      if fast else model)
+            results.update(_shared_pass(runner, images, classes, shared, cam_layer, autocast_dtype,
+                                        layer_maps, reshape))
+        # CAM family members (cam_family.py): forward-only members
+        results.update(_activation_cams(model, images, classes, names, layer, kwargs, autocast_dtype,
+                                        layer_maps, fast, reshape))
+        results.update(_excitation(model, images, classes, names, layer, kwargs,  # LIME and excitation
+                                   autocast_dtype, layer_maps, fast))  # backprop (excitation.py)
         own_passes = [name for name in names if name in _SAMPLED or name in _PERTURBATION]
-        runner = fast_model(model) if fast and own_passes else model  # built only when used
+        runner = fast_model(model, example=images) if fast and own_passes else model  # built only when used
         for name in own_passes:
             if name in _SAMPLED:
                 results[name] = torch.stack([
@@ -279,8 +428,8 @@ def explain(
                 results[name] = _PERTURBATION[name](
                     runner, images, classes, autocast_dtype=autocast_dtype, **kwargs[name]
                 )
-    ordered = {name: results[name].contiguous() for name in names}
-    ordered.update({k: v.contiguous() for k, v in results.items() if k.endswith("@layer")})
+    ordered = {name: results[name].float().contiguous() for name in names}
+    ordered.update({k: v.float().contiguous() for k, v in results.items() if k.endswith("@layer")})
     if single:
         ordered = {k: v.squeeze(1) for k, v in ordered.items()}
     return ordered

@@ -31,9 +31,12 @@ far less than a trace (the sanity checks randomise a model layer by layer). Writ
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import re
+import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
@@ -45,11 +48,18 @@ from explainers.rules import is_rectifier_module
 class FastModel(nn.Module):
     """A prepared copy: ``forward(x) = net(x in channels_last)``; see the module docstring."""
 
-    def __init__(self, net: nn.Module, *, folds: list[_Fold] | None = None, traced: bool) -> None:
+    def __init__(self, net: nn.Module, *, folds: list[_Fold] | None = None, traced: bool,
+                 tap: nn.Module | None = None) -> None:
         super().__init__()
         self.net = net
         self.folds = folds or []
         self.traced = traced
+        self.tap = tap  # identity module placed on the CAM layer's output inside the trace
+
+    def hook_module(self, layer: nn.Module) -> nn.Module:
+        """The module whose forward hook sees ``layer``'s output in this copy: the tap when the
+        layer was traced through (its inner BatchNorms folded), else ``layer`` itself."""
+        return self.tap if self.tap is not None else layer
 
     @property
     def folded(self) -> int:
@@ -88,20 +98,37 @@ class _Fold:
         self.folded_bias.copy_(bias)
 
 
-class _LeafTracer(fx.Tracer):
-    """The default tracer, except that ``keep`` (the CAM layer) and every rectifier module
-    (including subclasses, so the rules' guard hooks still see them) stay one ``call_module``."""
+class _Tap(nn.Module):
+    """Identity on the CAM layer's output, so a forward hook sees it in a traced-through copy."""
 
-    def __init__(self, keep: nn.Module | None) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class _LeafTracer(fx.Tracer):
+    """The default tracer, except that every rectifier module (including subclasses, so the
+    rules' guard hooks still see them) stays one ``call_module``. ``keep`` (the CAM layer) stays
+    one ``call_module`` when ``keep_leaf``; otherwise it is traced through (its convolution +
+    BatchNorm pairs fold) and the node of its output is recorded in ``keep_outputs``."""
+
+    def __init__(self, keep: nn.Module | None, keep_leaf: bool) -> None:
         super().__init__()
         self.keep = keep
+        self.keep_leaf = keep_leaf
+        self.keep_outputs: list[object] = []
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return (
-            module is self.keep
+            (module is self.keep and self.keep_leaf)
             or is_rectifier_module(module)
             or super().is_leaf_module(module, qualified_name)
         )
+
+    def call_module(self, m, forward, args, kwargs):  # type: ignore[no-untyped-def]
+        out = super().call_module(m, forward, args, kwargs)
+        if m is self.keep and self.keep is not None:
+            self.keep_outputs.append(out)
+        return out
 
 
 def _attribute_tensor(graph_module: fx.GraphModule, node: object) -> torch.Tensor | None:
@@ -136,7 +163,8 @@ def _set_conv_weight_args(node: fx.Node, weight: fx.Node, bias: fx.Node) -> None
     node.args, node.kwargs = tuple(args), kwargs
 
 
-def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> list[_Fold]:
+def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None,
+                     cam_output: fx.Node | None = None) -> list[_Fold]:
     """Fold every eval ``conv -> BatchNorm2d`` pair of the graph in place; return the folds.
 
     The convolution is an ``nn.Conv2d`` module call or a functional ``conv2d`` on attribute
@@ -151,6 +179,8 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> li
     for node in list(graph.nodes):
         norm = modules.get(node.target) if node.op == "call_module" else None
         if not isinstance(norm, nn.BatchNorm2d) or norm is keep or len(node.args) != 1 or node.kwargs:
+            continue
+        if node is cam_output:  # the CAM layer's own output stays a BatchNorm output
             continue
         if norm.training or not norm.track_running_stats or norm.running_mean is None:
             continue
@@ -198,21 +228,95 @@ def _fold_batchnorms(graph_module: fx.GraphModule, keep: nn.Module | None) -> li
     return folds
 
 
-def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
-    """Trace ``model`` (eval mode) keeping ``keep`` whole, fold its BatchNorms, wrap it.
+_GRAD_MODE = re.compile(r"\b(no_grad|inference_mode|set_grad_enabled|enable_grad)\b")
 
-    Falls back to ``FastModel(model)`` (channels-last input only) when tracing fails. The
-    folded weights are made outside inference mode (an inference tensor could not serve a
-    later gradient pass) and without autograd history.
-    """
+
+def untraceable_reason(model: nn.Module) -> str | None:
+    """Why a ``torch.fx`` trace of ``model`` would not compute what the model computes, read
+    from its modules' ``forward`` sources: a grad-mode block (``torch.no_grad()``,
+    ``inference_mode``, ``set_grad_enabled``: the trace drops it, so a frozen backbone would get a
+    gradient it does not have). ``None`` when nothing is found (the logits check still runs)."""
+    seen: set[type] = set()
+    for name, module in model.named_modules():
+        kind = type(module)
+        if kind in seen or kind.__module__.startswith("torch.nn."):
+            continue
+        seen.add(kind)
+        try:
+            source = inspect.getsource(kind.forward)
+        except (OSError, TypeError):
+            continue
+        match = _GRAD_MODE.search(source)
+        if match:
+            where = f"{name!r} ({kind.__name__})" if name else kind.__name__
+            return f"the forward of {where} uses torch.{match.group(1)}, which a torch.fx trace drops"
+    return None
+
+
+def _concrete_args(model: nn.Module) -> dict[str, object] | None:
+    """Defaults of ``forward``'s arguments after the input (``forward(x, extra=None)``), which
+    the engine never passes: traced as constants so ``if extra is not None`` keeps its branch.
+    ``None`` when a further argument has no default (it cannot be called with the input only)."""
     try:
-        graph = _LeafTracer(keep).trace(model)
-    except Exception:  # any tracing failure means "run the model as it is"
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    concrete: dict[str, object] = {}
+    for parameter in parameters[1:]:
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is inspect.Parameter.empty:
+            return None
+        concrete[parameter.name] = parameter.default
+    return concrete
+
+
+def build_fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
+    """Trace ``model`` (eval mode), fold its BatchNorms, wrap it.
+
+    ``keep`` (the CAM layer) is traced through when it is called once, so the BatchNorms
+    inside a container CAM layer (torchvision DenseNet / EfficientNet ``features``) fold too;
+    an identity tap on its output carries the CAM hook (:meth:`FastModel.hook_module`). A layer
+    called several times stays one ``call_module``. Falls back to ``FastModel(model)``
+    (channels-last input only) when tracing fails, when ``forward`` needs more than the input,
+    or when a forward uses a grad-mode block (:func:`untraceable_reason`). The folded weights
+    are made outside inference mode (an inference tensor could not serve a later gradient
+    pass) and without autograd history.
+    """
+    concrete = _concrete_args(model)
+    reason = untraceable_reason(model)
+    if concrete is None or reason is not None:
+        return FastModel(model, traced=False)
+    tracer: _LeafTracer | None = None
+    graph = None
+    for keep_leaf in ((False, True) if keep is not None and not is_rectifier_module(keep) else (True,)):
+        tracer = _LeafTracer(keep, keep_leaf)
+        try:
+            graph = tracer.trace(model, concrete_args=concrete or None)
+        except Exception:  # any tracing failure means "run the model as it is"
+            graph = None
+            continue
+        if keep is None or keep_leaf or (
+            len(tracer.keep_outputs) == 1 and isinstance(tracer.keep_outputs[0], fx.Proxy)
+        ):
+            break
+        graph = None
+    if graph is None or tracer is None:
         return FastModel(model, traced=False)
     with torch.inference_mode(False), torch.no_grad():
         graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__ + "Fast")
-        folds = _fold_batchnorms(graph_module, keep)
-    return FastModel(graph_module, folds=folds, traced=True)
+        tap_module = None
+        cam_output = None
+        if keep is not None and not tracer.keep_leaf:
+            cam_output = tracer.keep_outputs[0].node  # type: ignore[union-attr]
+            cam_output = next(n for n in graph_module.graph.nodes if n.name == cam_output.name)
+            tap_module = _Tap()
+            graph_module.add_submodule("cam_tap", tap_module)
+            with graph_module.graph.inserting_after(cam_output):
+                tap = graph_module.graph.call_module("cam_tap", (cam_output,))
+            cam_output.replace_all_uses_with(tap, delete_user_cb=lambda user: user is not tap)
+        folds = _fold_batchnorms(graph_module, keep, cam_output)
+    return FastModel(graph_module, folds=folds, traced=True, tap=tap_module)
 
 
 @dataclass
@@ -220,6 +324,46 @@ class _Entry:
     structure: tuple
     state: tuple
     fast: FastModel
+    checked: dict = field(default_factory=dict)  # (state, input signature) -> problem or None
+
+
+_WARNED: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _warn_once(model: nn.Module, reason: str) -> None:
+    told = _WARNED.setdefault(model, set())
+    if reason not in told:
+        told.add(reason)
+        warnings.warn(
+            f"explainers: the fast copy of {type(model).__name__} cannot be trusted ({reason}); "
+            "running the model as given (fast=False) for it",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _agree(model: nn.Module, copy: FastModel, example: torch.Tensor) -> str | None:
+    """Compare the copy with the model on ``example``: logits (relative max error 1e-3; 3e-2
+    for 16-bit dtypes) and whether the input's gradient reaches them. ``None`` if they agree."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x = example.detach().clone().requires_grad_(True)
+        want = model(x)
+        got = copy(example.detach().clone().requires_grad_(True))
+    if not isinstance(want, torch.Tensor) or not isinstance(got, torch.Tensor):
+        return None if not isinstance(want, torch.Tensor) else "the copy returns no tensor"
+    if want.shape != got.shape:
+        return f"the copy's output has shape {tuple(got.shape)}, the model's {tuple(want.shape)}"
+    if want.requires_grad != got.requires_grad:
+        return "the model's output has no gradient to its input but the copy's has (grad mode)"
+    want, got = want.detach().double(), got.detach().double()
+    if not bool(torch.isfinite(want).all()):
+        return None
+    tol = 3e-2 if example.dtype in (torch.float16, torch.bfloat16) else 1e-3
+    error = float((want - got).abs().max())
+    scale = float(want.abs().max()) + 1e-12
+    if error > tol * scale:
+        return f"the copy's logits differ from the model's by {error / scale:.2e} (relative)"
+    return None
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict[int, _Entry]] = weakref.WeakKeyDictionary()
@@ -238,12 +382,24 @@ def _state_key(model: nn.Module) -> tuple:
     )
 
 
-def fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
-    """The cached fast copy of ``model`` (in eval mode) keeping ``keep`` whole; see module doc."""
+def fast_model(model: nn.Module, keep: nn.Module | None = None,
+               example: torch.Tensor | None = None) -> nn.Module:
+    """The cached fast copy of ``model`` (in eval mode) with ``keep`` hookable; see module doc.
+
+    With ``example`` (the engine passes the first image of each call), the copy is checked
+    before it is trusted, once per model version and input shape/dtype: its logits must equal
+    the model's and the input's gradient must reach them exactly when it reaches the model's.
+    When the copy fails, ``model`` itself is returned and a ``RuntimeWarning`` with the reason
+    is issued once per model.
+    """
     if isinstance(model, FastModel):
         return model
     if any(module.training for module in model.modules()):
         return FastModel(model, traced=False)  # BatchNorm uses batch statistics: no folding
+    reason = untraceable_reason(model)
+    if reason is not None:
+        _warn_once(model, reason)
+        return model
     structure, state = _structure_key(model), _state_key(model)
     per_layer = _CACHE.setdefault(model, {})
     entry = per_layer.get(id(keep))
@@ -253,6 +409,14 @@ def fast_model(model: nn.Module, keep: nn.Module | None = None) -> FastModel:
     elif entry.state != state:  # same modules, new values: refold without tracing again
         entry.fast.refresh()
         entry.state = state
+    if example is not None and entry.fast.traced:
+        signature = (state, tuple(example.shape[1:]), example.dtype, example.device.type)
+        if signature not in entry.checked:
+            entry.checked[signature] = _agree(model, entry.fast, example[:1])
+        problem = entry.checked[signature]
+        if problem is not None:
+            _warn_once(model, problem)
+            return model
     return entry.fast
 
 

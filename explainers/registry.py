@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["gradient", "cam", "perturbation", "product", "sampled"]
+Family = Literal["gradient", "cam", "perturbation", "product", "sampled", "rule", "activation"]
 BackwardRule = Literal["plain", "guided", "deconvnet"]
 Output = Literal["channels", "spatial"]
 
@@ -25,7 +25,11 @@ class MethodSpec:
             ``cam`` (plain backward to the CAM layer), ``product`` (product of two maps
             already computed), ``sampled`` (own batched forward/backward passes on
             modified inputs: SmoothGrad, Integrated Gradients), ``perturbation``
-            (forward-only, under ``torch.inference_mode``).
+            (forward-only, under ``torch.inference_mode``), ``rule`` (own batched
+            forward/backward with modified backward rules: DeepLIFT, LRP, excitation backprop).
+            ``activation`` (forward-only CAM family members: one forward under
+            ``torch.inference_mode`` keeps the CAM layer's activation, then the method's own
+            weights, with its own batched forwards for ScoreCAM / AblationCAM).
         backward_rule: rectifier rule of the backward it needs from the shared forward,
             or ``None`` when it does not use the shared forward's backward.
         needs_layer: whether it uses the CAM layer.
@@ -72,7 +76,53 @@ _SPECS = (
                "mean over windows covering a pixel of y_c(x) - y_c(x occluded) (Zeiler & Fergus, 2014)"),
     MethodSpec("rise", "perturbation", None, False, "spatial",
                "sum_i p_c(x*M_i) M_i / (N p) over random masks (Petsiuk et al., 2018)"),
+    # --- rule-based and surrogate methods (deeplift, lrp, excitation, lime) ---
+    MethodSpec("deeplift", "rule", None, False, "channels",
+               "(x-x') * m_x, rescale multipliers (f(z)-f(z'))/(z-z') (Shrikumar et al., 2017)"),
+    # --- lrp (explainers/methods/lrp.py) ---
+    MethodSpec("lrp_epsilon_plus", "rule", None, False, "channels",
+               "LRP, Zennit EpsilonPlus: z+ on convolutions, epsilon on linear layers, BN folded "
+               "(Bach et al., 2015; Montavon et al., 2019)"),
+    MethodSpec("lrp_epsilon_gamma_box", "rule", None, False, "channels",
+               "LRP, Zennit EpsilonGammaBox: ZBox first convolution, gamma on convolutions, epsilon on "
+               "linear layers, BN folded (Montavon et al., 2017, 2019)"),
+    # --- end lrp ---
+    # --- end rule-based and surrogate methods ---
 )
+
+# --- CAM family members (explainers/methods/cam_family.py) ---
+_CAM_FAMILY = (
+    MethodSpec("cam", "activation", None, True, "spatial",
+               "ReLU(sum_k w_ck A_k), w = final linear layer on the pooled CAM layer (Zhou et al., 2016)"),
+    MethodSpec("layercam", "cam", "plain", True, "spatial",
+               "ReLU(sum_k ReLU(dy_c/dA_k) * A_k) (Jiang et al., 2021)"),
+    MethodSpec("xgradcam", "cam", "plain", True, "spatial",
+               "ReLU(sum_k w_k A_k), w_k = sum_ij dy_c/dA_kij A_kij / sum_ij A_kij (Fu et al., 2020)"),
+    MethodSpec("hirescam", "cam", "plain", True, "spatial",
+               "ReLU(sum_k dy_c/dA_k * A_k), element-wise (Draelos & Carin, 2020)"),
+    MethodSpec("eigencam", "activation", None, True, "spatial",
+               "ReLU(projection of A on its first principal component), class-agnostic (Muhammad & Yeasin, 2020)"),
+    MethodSpec("scorecam", "activation", None, True, "spatial",
+               "ReLU(sum_k softmax_k(y_c(x * norm(up(A_k)))) A_k) (Wang et al., 2020)"),
+    MethodSpec("ablationcam", "activation", None, True, "spatial",
+               "ReLU(sum_k (y_c - y_c(A_k ablated)) / y_c * A_k) (Desai & Ramaswamy, 2020)"),
+)
+_SPECS = _SPECS + _CAM_FAMILY
+# --- end CAM family members ---
+
+# --- LIME and excitation backprop (explainers/methods/lime.py, excitation.py) ---
+_LIME_EXCITATION = (
+    MethodSpec("lime", "perturbation", None, False, "spatial",
+               "ridge coefficients of f_c(x_z) on superpixel masks z, kernel exp(-(1-cos)^2/2w^2) "
+               "(Ribeiro et al., 2016)"),
+    MethodSpec("excitation_backprop", "rule", None, True, "spatial",
+               "sum_ch P(a), P(a_j) = sum_i a_j w+_ji / (sum_k a_k w+_ki) P(a_i) from P(y_c) = 1 "
+               "(Zhang et al., 2016)"),
+    MethodSpec("contrastive_excitation_backprop", "rule", None, True, "spatial",
+               "max(MWP_c - MWP_dual, 0), dual = the target's output weights negated (c-MWP, Zhang et al., 2016)"),
+)
+_SPECS = _SPECS + _LIME_EXCITATION
+# --- end LIME and excitation backprop ---
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 

@@ -56,6 +56,7 @@ class RuleState:
     def __init__(self, rule: Rule = "plain") -> None:
         self.rule: Rule = rule
         self.calls = 0  # rectifier calls intercepted during the forward
+        self.other_activations: list[str] = []  # non-ReLU activations seen (GELU, SiLU, ...)
 
     def set(self, rule: Rule) -> None:
         if rule not in RULES:
@@ -188,6 +189,16 @@ _RECTIFIERS: dict[Callable, Callable[[tuple, dict], Spec | None]] = {
 }
 
 
+# Activations that take a rectifier's place but have no guided/deconvnet rule here: a forward
+# that calls one of them is refused by the guided/deconvnet methods (docs/explainers.md,
+# "Rules on activations other than ReLU"). Gates (sigmoid, hardsigmoid, tanh) are not listed.
+OTHER_ACTIVATIONS: frozenset[str] = frozenset({
+    "gelu", "silu", "silu_", "hardswish", "hardswish_", "elu", "elu_", "selu", "selu_", "celu",
+    "celu_", "leaky_relu", "leaky_relu_", "prelu", "rrelu", "rrelu_", "mish", "mish_", "softplus",
+    "glu", "logsigmoid",
+})
+
+
 class _RectifierMode(TorchFunctionMode):
     """Routes every rectifier call through :class:`_RuledRectifier`."""
 
@@ -210,6 +221,12 @@ class _RectifierMode(TorchFunctionMode):
                 self.state.calls += 1
                 lo, hi, inplace, closed = spec
                 return _RuledRectifier.apply(x, lo, hi, inplace, self.state, closed)
+        else:
+            name = getattr(func, "__name__", "")
+            if name in OTHER_ACTIVATIONS and torch.is_grad_enabled() and any(
+                isinstance(a, torch.Tensor) and a.requires_grad for a in args[:1]
+            ) and name.rstrip("_") not in self.state.other_activations:
+                self.state.other_activations.append(name.rstrip("_"))
         return func(*args, **kwargs)
 
 
@@ -220,12 +237,19 @@ def is_rectifier_module(module: nn.Module) -> bool:
     return isinstance(module, nn.Hardtanh) and module.min_val == 0.0 and module.max_val > 0.0
 
 
-def _check_ruled(name: str) -> Callable[[nn.Module, Any, Any], None]:
+def _check_ruled(name: str, state: RuleState, before: list[int]) -> Callable[[nn.Module, Any, Any], None]:
+    """Forward hook: the module's call must have gone through :class:`_RuledRectifier`.
+
+    Checked by the interception counter (``state.calls`` grew during the call, recorded by
+    the pre-hook in ``before``), not by the output's ``grad_fn``: an in-place rectifier on a view
+    (``relu_(fc(x).view(...))``) is ruled, yet its output's ``grad_fn`` is the view's rebased one.
+    """
+
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        start = before.pop() if before else None
         if not (isinstance(output, torch.Tensor) and output.requires_grad):
             return
-        node = output.grad_fn
-        if node is None or type(node).__name__ != "_RuledRectifierBackward":
+        if start is None or state.calls <= start:
             raise RuntimeError(
                 f"rectifier module {name!r} ({type(module).__name__}) escaped the backward "
                 "rule (its forward does not call torch.relu/F.relu/F.hardtanh); guided/"
@@ -251,7 +275,10 @@ def rectifier_rules(model: nn.Module, state: RuleState) -> Iterator[RuleState]:
     try:
         for name, module in model.named_modules():
             if is_rectifier_module(module):
-                handles.append(module.register_forward_hook(_check_ruled(name), prepend=True))
+                before: list[int] = []
+                handles.append(module.register_forward_pre_hook(
+                    lambda _m, _i, before=before: before.append(state.calls), prepend=True))
+                handles.append(module.register_forward_hook(_check_ruled(name, state, before), prepend=True))
         with _RectifierMode(state):
             yield state
     finally:

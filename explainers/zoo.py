@@ -51,20 +51,6 @@ _LITE_MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
 _LITE_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
 _LITE_INPUT_SIZE = {"efficientnet_lite0": 224, "efficientnet_lite2": 260}
 
-# Default Grad-CAM layer per torchvision family (the last convolutional feature map, as the
-# paper's "last convolutional layer"); matched on the architecture name's prefix.
-_TORCHVISION_DEFAULT_LAYERS: tuple[tuple[str, str], ...] = (
-    ("resnet", "layer4"),
-    ("resnext", "layer4"),
-    ("wide_resnet", "layer4"),
-    ("alexnet", "features.11"),
-    ("densenet", "features"),
-    ("squeezenet", "features"),
-    ("googlenet", "inception5b"),
-    ("inception_v3", "Mixed_7c"),
-    ("shufflenet", "conv5"),
-    ("regnet", "trunk_output"),
-)
 _MAX_LISTED_KEYS = 8
 
 
@@ -289,53 +275,20 @@ def _build_torchvision(arch: str, num_classes: int) -> nn.Module:
 
 
 def _torchvision_default_layer(arch: str, model: nn.Module, input_size: int) -> str:
-    """Default CAM layer: a table for common families, else the last conv feature module.
+    """Default CAM layer: the engine's own rule (:func:`explainers.layers.default_layer`, the
+    output the classifier reads: ResNet ``layer4``, GoogLeNet ``inception5b``, Inception-v3
+    ``Mixed_7c``, DenseNet ``features``, ViT ``encoder.layers.encoder_layer_11.ln_1``), found
+    with one probing forward on a zero image, so zoo and engine always agree."""
+    from explainers.layers import default_layer
 
-    The fallback runs one forward pass on a zero image and picks the last module (in call
-    order, called exactly once) that is not an activation/pooling/dropout and outputs a
-    ``[B, C, h, w]`` map with ``h, w > 1``.
-    """
-    if arch.startswith("vgg"):
-        features = model.features  # type: ignore[attr-defined]
-        last_relu = max(i for i, m in enumerate(features) if isinstance(m, nn.ReLU))
-        return f"features.{last_relu}"
-    for prefix, layer in _TORCHVISION_DEFAULT_LAYERS:
-        if arch.startswith(prefix):
-            return layer
-    return _last_spatial_module(model, input_size)
-
-
-def _last_spatial_module(model: nn.Module, input_size: int) -> str:
-    skip = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d,
-            nn.AdaptiveAvgPool2d, nn.Identity)
-    calls: dict[str, int] = {}
-    order: list[str] = []
-    handles = []
-
-    def make_hook(name: str):
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            calls[name] = calls.get(name, 0) + 1
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
-                order.append(name)
-
-        return hook
-
-    for name, module in model.named_modules():
-        if name and not isinstance(module, skip):
-            handles.append(module.register_forward_hook(make_hook(name)))
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size))
+        return default_layer(model, torch.zeros(1, 3, input_size, input_size))
+    except ValueError as error:
+        raise ModelLoadError(f"architecture {arch!r}: {error}") from error
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    candidates = [name for name in order if calls[name] == 1]
-    if not candidates:
-        raise ModelLoadError(f"architecture {type(model).__name__} has no spatial feature map for a CAM layer")
-    return candidates[-1]
 
 
 def _load_weights(model: nn.Module, path: Path, *, arch: str, sha256: str | None) -> str:

@@ -60,16 +60,23 @@ def integrated_gradients(
     Returns:
         float32 ``[B, C, H, W]``.
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"integrated_gradients steps must be an integer >= 1, got {steps!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"integrated_gradients batch_size must be None or an integer >= 1, got {batch_size!r}")
     weights, alphas = quadrature(method, steps)
-    x = images.detach().float()
+    x = images.detach()
     if baseline is None:
         base = torch.zeros_like(x)
     else:
-        base = torch.as_tensor(baseline, dtype=torch.float32, device=x.device).expand_as(x)
+        base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+        if not bool(torch.isfinite(base).all()):
+            raise ValueError("integrated_gradients baseline must be finite")
     delta = x - base
     batch = x.shape[0]
     per_chunk = steps if batch_size is None else max(1, min(steps, batch_size // batch))
-    total = torch.zeros_like(x)
+    total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     for start in range(0, steps, per_chunk):
         a = alphas[start:start + per_chunk]
         w = torch.tensor(weights[start:start + per_chunk], dtype=torch.float32, device=x.device)
@@ -78,4 +85,4 @@ def integrated_gradients(
             model, scaled, classes.repeat(len(a)), "plain", autocast_dtype=autocast_dtype
         )
         total += (grads.view(len(a), batch, -1) * w.view(-1, 1, 1)).sum(dim=0).view_as(x)
-    return total * delta
+    return total * delta.float()

@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainers.methods.common import autocast_context
+from explainers.methods.common import autocast_context, check_output
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    return value
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -43,8 +49,12 @@ def occlusion_windows(
     return torch.stack(masks)
 
 
-def _scores(model: nn.Module, batch: torch.Tensor, classes: torch.Tensor, softmax: bool) -> torch.Tensor:
-    logits = model(batch).float()
+def _scores(model: nn.Module, batch: torch.Tensor, classes: torch.Tensor, softmax: bool,
+            check: bool = False) -> torch.Tensor:
+    logits = model(batch)
+    if check:
+        check_output(logits, batch.shape[0], classes)
+    logits = logits.float()
     if softmax:
         logits = logits.softmax(dim=1)
     return logits.gather(1, classes)
@@ -78,6 +88,7 @@ def occlusion(
     Returns:
         float32 ``[B, K, H, W]``.
     """
+    _positive_int(batch_size, "occlusion batch_size")
     batch, _, height, width = images.shape
     x = images.detach()
     masks = occlusion_windows((height, width), window, stride).to(x.device)
@@ -87,7 +98,7 @@ def occlusion(
     diffs = torch.empty(batch, classes.shape[1], count, device=x.device)
     rows = batch_size if batch_size >= 1 else 1
     with torch.inference_mode(), autocast_context(x.device, autocast_dtype):
-        reference = _scores(model, x, classes, softmax=False)
+        reference = _scores(model, x, classes, softmax=False, check=True)
         total = count * batch
         buffer = torch.empty((min(rows, total), *x.shape[1:]), dtype=x.dtype, device=x.device)
         for start in range(0, total, rows):
@@ -167,6 +178,11 @@ def rise(
     """
     if score not in ("softmax", "logit"):
         raise ValueError(f"rise score must be 'softmax' or 'logit', got {score!r}")
+    _positive_int(masks, "rise masks")
+    _positive_int(cells, "rise cells")
+    _positive_int(batch_size, "rise batch_size")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"rise p must be in (0, 1], got {p}")
     batch, _, height, width = images.shape
     x = images.detach()
     grids, shifts = rise_grids(masks, cells=cells, p=p, size=(height, width), seed=seed, device=x.device)
@@ -179,6 +195,7 @@ def rise(
                                     (height, width))
             n = chunk.shape[0]
             perturbed = (x.unsqueeze(1) * chunk.unsqueeze(1).unsqueeze(0).to(x.dtype)).flatten(0, 1)
-            scores = _scores(model, perturbed, classes.repeat_interleave(n, dim=0), score == "softmax")
+            scores = _scores(model, perturbed, classes.repeat_interleave(n, dim=0), score == "softmax",
+                             check=start == 0)
             saliency += scores.view(batch, n, -1).transpose(1, 2) @ chunk.view(n, -1).float()
     return (saliency / (masks * p)).view(batch, classes.shape[1], height, width)

@@ -58,8 +58,13 @@ def smoothgrad(
     """
     if base not in SMOOTHGRAD_BASES:
         raise ValueError(f"smoothgrad base {base!r} not one of {tuple(SMOOTHGRAD_BASES)}")
-    if samples < 1:
-        raise ValueError(f"smoothgrad samples must be >= 1, got {samples}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"smoothgrad samples must be an integer >= 1, got {samples!r}")
+    if not isinstance(noise, int | float) or isinstance(noise, bool) or not 0.0 <= noise < float("inf"):
+        raise ValueError(f"smoothgrad noise must be a finite number >= 0, got {noise!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"smoothgrad batch_size must be None or an integer >= 1, got {batch_size!r}")
     rule = SMOOTHGRAD_BASES[base]
     batch = images.shape[0]
     rows_total = batch * samples
@@ -71,6 +76,7 @@ def smoothgrad(
     noisy = images.detach().float().repeat_interleave(samples, dim=0)
     eps = torch.randn(noisy.shape, generator=generator, device=images.device)
     noisy.add_(eps.mul_(sigma.repeat_interleave(samples).view(-1, 1, 1, 1)))
+    noisy = noisy.to(images.dtype)  # the model's dtype (the engine casts images to it)
     del eps
     row_classes = classes.repeat_interleave(samples)
     owner = torch.arange(batch, device=images.device).repeat_interleave(samples)
@@ -81,6 +87,6 @@ def smoothgrad(
             model, chunk, row_classes[start:start + rows], rule, autocast_dtype=autocast_dtype
         )
         if base == "input_x_gradient":
-            grads = grads * chunk
+            grads = grads * chunk.float()
         total.index_add_(0, owner[start:start + rows], grads)
     return total / samples

@@ -12,7 +12,11 @@ from explainers.methods.perturbation import rise_masks
 
 CONTRACT = {"saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smoothgrad",
             "integrated_gradients", "gradcam", "counterfactual_gradcam", "guided_gradcam",
-            "deconv_gradcam", "occlusion", "gradcam_plus_plus", "rise"}
+            "deconv_gradcam", "occlusion", "gradcam_plus_plus", "rise",
+            # issue #14: the CAM family, rule-based and surrogate methods
+            "cam", "scorecam", "layercam", "xgradcam", "hirescam", "eigencam", "ablationcam", "deeplift",
+            "lrp_epsilon_plus", "lrp_epsilon_gamma_box", "excitation_backprop", "contrastive_excitation_backprop",
+            "lime"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,9 @@ def images():
 def test_registry_has_every_contract_method():
     assert set(METHODS) == CONTRACT
     assert {n for n, s in METHODS.items() if s.needs_layer} == {
-        "gradcam", "counterfactual_gradcam", "gradcam_plus_plus", "guided_gradcam", "deconv_gradcam"}
+        "gradcam", "counterfactual_gradcam", "gradcam_plus_plus", "guided_gradcam", "deconv_gradcam",
+        "cam", "scorecam", "layercam", "xgradcam", "hirescam", "eigencam", "ablationcam",
+        "excitation_backprop", "contrastive_excitation_backprop"}
 
 
 def test_bk_targets_equal_separate_calls_and_add_k_axis(resnet, images):

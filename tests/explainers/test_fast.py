@@ -95,16 +95,15 @@ def test_fast_and_exact_maps_agree(resnet, images):
             assert sum(v <= GRADIENT_L2_ROUNDING for v in per_map) >= len(per_map) / 2, (name, per_map)
 
 
-def test_cam_layer_kept_whole_so_its_hook_fires(resnet, images):
-    calls = []
-    handle = resnet.layer4.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        explain(resnet, images, [0, 1], ["gradcam"], "layer4")
-    finally:
-        handle.remove()
-    assert calls == [1]
+def test_cam_layer_is_traced_through_and_its_tap_carries_the_hook(resnet, images):
+    # issue 14, defect 7: the CAM layer no longer stays whole (its BatchNorms fold); an identity
+    # tap on its output is what the engine hooks, and the maps equal the model's as given.
     fast = fast_model(resnet, keep=resnet.layer4)
-    assert any(m is resnet.layer4 for m in fast.modules())
+    assert fast.hook_module(resnet.layer4) is fast.tap is not None
+    assert fast.folded == fast_model(resnet).folded
+    ours = explain(resnet, images, [0, 1], ["gradcam"], "layer4")
+    exact = explain(resnet, images, [0, 1], ["gradcam"], "layer4", fast=False)
+    torch.testing.assert_close(ours["gradcam"], exact["gradcam"], rtol=1e-4, atol=1e-6)
 
 
 def test_cache_reuses_the_copy_and_refolds_after_an_update():
