@@ -20,8 +20,13 @@ from django.db.models import Q
 
 
 def new_token() -> str:
-    """An unguessable URL-safe token (192 bits) for public identifiers."""
-    return secrets.token_urlsafe(24)
+    """An unguessable URL-safe token (192 bits) for public identifiers.
+
+    Never starts with ``-``, so a slug given on a command line (``manage.py export_study <slug>``)
+    is not read as an option (1 token in 64 did; the first symbol then becomes ``x``).
+    """
+    token = secrets.token_urlsafe(24)
+    return "x" + token[1:] if token.startswith("-") else token
 
 
 def new_seed() -> int:

@@ -58,3 +58,13 @@ def test_method_choices_carry_the_registry_descriptions():
     choices = dict(method_choices())
     assert "gradcam" in choices
     assert "Selvaraju" in choices["gradcam"]
+
+
+def test_tokens_never_start_with_a_dash(monkeypatch):
+    """A slug starting with '-' was read as an option by every study command (1 slug in 64)."""
+    import studies.models as models
+
+    monkeypatch.setattr(models.secrets, "token_urlsafe", lambda n: "-" + "A" * 31)
+    assert models.new_token() == "x" + "A" * 31
+    monkeypatch.undo()
+    assert not any(models.new_token().startswith("-") for _ in range(2000))
