@@ -19,25 +19,10 @@ import torchvision
 from torch import nn
 
 from explainers import explain
+from tests.explainers._tools import max_rel as _rel
+from tests.explainers._tools import randomise_bn as _randomise_bn
 
 captum_attr = pytest.importorskip("captum.attr")
-
-
-def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours - ref).abs().max() / ref.abs().max())
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(3)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            with torch.no_grad():
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
-    return model.eval()
 
 
 def _identity_1x1(channels: int) -> nn.Conv2d:

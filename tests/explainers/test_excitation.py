@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from explainers import explain
+from tests.explainers._tools import randomise_bn
 
 
 def _tiny() -> nn.Module:
@@ -45,16 +46,7 @@ def test_hand_computed_tiny_net() -> None:
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(3)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            with torch.no_grad():
-                module.weight.copy_(torch.rand(n, generator=generator) * 1.5 - 0.5)  # some negative
-                module.bias.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
-    return model.eval()
+    return randomise_bn(model, weight_low=-0.5, weight_span=1.5)  # some negative
 
 
 def _small() -> nn.Module:

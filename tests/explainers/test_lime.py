@@ -22,6 +22,7 @@ from torch import nn
 
 from explainers import explain
 from explainers.methods.lime import lime_samples, ridge, superpixels
+from tests.explainers._tools import max_rel as _rel
 
 captum_attr = pytest.importorskip("captum.attr")
 pytest.importorskip("skimage")
@@ -89,10 +90,6 @@ def _captum(model, images, classes, segmentation, samples, seed, baseline, alpha
         assert torch.equal(attr[0, 0], attr[0, -1])  # one coefficient per pixel, all channels
         out.append(attr[0, 0])
     return torch.stack(out)
-
-
-def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours - ref).abs().max() / ref.abs().max())
 
 
 @pytest.mark.parametrize(("arch", "size"), [("small", 32), ("resnet18", 64)])

@@ -16,6 +16,8 @@ import torchvision
 from torch import nn
 
 from explainers import explain
+from tests.explainers._tools import max_rel as _rel
+from tests.explainers._tools import randomise_bn as _randomise_bn
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
@@ -23,23 +25,6 @@ from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
 from zennit.composites import EpsilonGammaBox, EpsilonPlus  # noqa: E402
 
 METHODS = ("lrp_epsilon_plus", "lrp_epsilon_gamma_box")
-
-
-def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((ours - ref).abs().max() / ref.abs().max())
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(3)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            with torch.no_grad():
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
-    return model.eval()
 
 
 def _small() -> nn.Module:
