@@ -219,11 +219,11 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from studies.exports import csv_lines, export_rows
     from studies.models import Response, Study
-    from studies.plots import accuracy_figure, answers_figure, figure_bytes, timeline_figure
     from studies.selectors.judgments import study_judgments_load
+    from studies.services.exports import csv_lines, export_rows
     from studies.services.results import study_results_compute
+    from studies.web.plots import accuracy_figure, answers_figure, figure_bytes, timeline_figure
 
     call_command("migrate", interactive=False, verbosity=0)
     name = BENCH_NAME.format(n=args.judgments, m=args.methods, w=args.workers)

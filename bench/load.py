@@ -5,7 +5,7 @@
 What it does (loopback only, bounded in time):
 
 1. Creates a fresh PostgreSQL database ``xaistudy_load`` (``--database-url``), migrates it, and
-   builds one live discrimination study (``studies.simulation.toy``: 40 images x 3 methods x 2
+   builds one live discrimination study (``studies.fixtures.simulation.toy``: 40 images x 3 methods x 2
    targets = 240 items, quota 10**6 judgments per item, 20 trials per participant, no practice).
 2. Starts gunicorn on 127.0.0.1 with ``bench.load_settings`` (the project settings plus
    ``DEBUG=False``, persistent connections ``CONN_MAX_AGE=60``, Redis cache for the rate limiter
@@ -64,7 +64,7 @@ def _prepare_database(database_url: str, media: Path) -> str:
     django.setup()
     from django.core.management import call_command
 
-    from studies.simulation.toy import toy_study_create
+    from studies.fixtures.simulation.toy import toy_study_create
 
     call_command("migrate", interactive=False, verbosity=0)
     study = toy_study_create(name="load", n_images=40, size=128, judgments_per_item=10**6, trials_per_participant=20)
@@ -145,7 +145,7 @@ def main() -> None:
     slug = _prepare_database(args.database_url, media)
     port = _free_port()
     server = _start_gunicorn(port, args.database_url, media, args.gunicorn_workers, args.threads, work / "gunicorn.log")
-    from studies.simulation.crowd import CrowdConfig, crowd_run
+    from studies.fixtures.simulation.crowd import CrowdConfig, crowd_run
 
     print(f"gunicorn: {args.gunicorn_workers} {'sync' if args.threads <= 1 else f'gthread x{args.threads}'} "
           f"workers, CONN_MAX_AGE=60, PostgreSQL; client threads on the same {os.cpu_count()} CPUs; "

@@ -2,7 +2,7 @@
 
 ``python bench/pipeline.py`` explains a two-category photo composite (skimage's chelsea the
 cat | coffee) with EfficientNet-Lite0 for the six methods of the discrimination demo, renders
-every map the way the pipeline does (``studies.services.explain_runner``), and prints stimuli
+every map the way the pipeline does (``studies.pipeline.gpu.explain_runner``), and prints stimuli
 per second for a batch of ``--batch`` copies. ``--docs DIR`` also writes one PNG per method
 (the map for the cat, the left half) for the README.
 """
@@ -53,7 +53,7 @@ def main() -> None:
     django.setup()
     from explainers import explain
     from explainers.zoo import load_model
-    from studies.services.explain_runner import _render_gradient, _render_overlay
+    from studies.pipeline.gpu.explain_runner import _render_gradient, _render_overlay
 
     torch.set_num_threads(args.threads)
     loaded = load_model("efficientnet_lite0")

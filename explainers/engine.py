@@ -1,7 +1,13 @@
 """``explain()``: many explanation methods for a batch, with planned passes.
 
+The plan is derived from the method registry (:data:`explainers.registry.METHODS`), the one
+place that says, for each method, which pass family runs it (``MethodSpec.family``), the rule of
+each backward (``backward_rule``), the maps a product multiplies (``requires``) and the function
+called (``function``); no method is named here.
+
 Plan for the methods that use the model's gradient at the images themselves
-(saliency, input x gradient, guided backprop, deconvnet, the CAMs and their products):
+(families ``gradient``, ``cam`` and ``product``: saliency, input x gradient, guided backprop,
+deconvnet, the gradient CAMs and their products):
 
 1. **One forward** for all of them. If guided/deconvnet maps are wanted the forward
    runs inside :func:`explainers.rules.rectifier_rules`, so every rectifier's backward
@@ -17,24 +23,29 @@ Plan for the methods that use the model's gradient at the images themselves
    on the retained graph.
 3. Guided / Deconv Grad-CAM are products of maps already computed.
 
-SmoothGrad and Integrated Gradients run their own batched forward/backward passes on
-noisy / interpolated inputs; occlusion and RISE run batched forwards under
-``torch.inference_mode()``. All maps are float32 on the images' device.
+SmoothGrad and Integrated Gradients (``sampled``), DeepLIFT and LRP (``rule``) run their own
+batched forward/backward passes; occlusion, RISE and LIME (``perturbation``) run batched forwards
+under ``torch.inference_mode()``; the forward-only CAMs (``activation``) share one forward under
+inference mode; excitation backprop (``rule`` with the CAM layer) runs on the layer. All maps are
+float32 on the images' device.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from explainers.fast import FastModel, fast_model
-from explainers.layers import Reshape, layer_reader, resolve_layer
-from explainers.methods.cam import CAM_FUNCTIONS, upsample
+from explainers.layers import Reshape, layer_reader, layout, resolve_layer
+from explainers.methods.cam import upsample
+from explainers.methods.cam_family import forward_with_activation
 from explainers.methods.common import (
     autocast_context,
     check_activations,
@@ -45,78 +56,76 @@ from explainers.methods.common import (
     model_session,
     one_hot,
 )
-from explainers.methods.integrated import integrated_gradients
-from explainers.methods.perturbation import occlusion, rise
-from explainers.methods.smooth import smoothgrad
-from explainers.registry import METHODS, get_spec
-from explainers.rules import Rule, RuleState, rectifier_rules
+from explainers.registry import METHODS, SHARED_FAMILIES, MethodSpec, get_spec
+from explainers.rules import RULES, Rule, RuleState, rectifier_rules
 
-_SAMPLED: dict[str, Callable[..., torch.Tensor]] = {
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-}
-_PERTURBATION: dict[str, Callable[..., torch.Tensor]] = {"occlusion": occlusion, "rise": rise}
-
-# --- rule-based and surrogate methods (deeplift, lrp, excitation, lime) ---
-# Each runs its own batched passes, called like the sampled family (one call per target column,
-# ``fn(runner, images, classes[:, k], autocast_dtype=..., **options)`` -> ``[B, C, H, W]``).
-from explainers.methods.deeplift import deeplift  # noqa: E402
-
-_SAMPLED["deeplift"] = deeplift
-# --- lrp (lrp.py): read the model (or its fast copy's trace) as a chain of layers ---
-from explainers.methods.lrp import lrp_epsilon_gamma_box, lrp_epsilon_plus  # noqa: E402
-
-_SAMPLED["lrp_epsilon_plus"] = lrp_epsilon_plus
-_SAMPLED["lrp_epsilon_gamma_box"] = lrp_epsilon_gamma_box
-# --- end lrp ---
-# --- end rule-based and surrogate methods ---
-
-# --- LIME and excitation backprop (lime.py, excitation.py) ---
-# LIME is a perturbation method: batched forwards under inference_mode, every target of an image
-# served by the same forwards, ``fn(runner, images, classes [B, K], ...)`` -> ``[B, K, H, W]``.
-from explainers.methods.lime import lime  # noqa: E402
-
-_PERTURBATION["lime"] = lime
-# Excitation backprop (family "rule", output "spatial"): one forward + one backward per target
-# column (two for the contrastive one) from the CAM layer's output to the logits, on the fast copy
-# with the CAM layer kept (its BatchNorms folded, which the rule does too), upsampled like a CAM.
-from explainers.methods.excitation import EXCITATION  # noqa: E402
+Pass = Literal["shared", "activation", "layer", "per_target", "all_targets"]
 
 
-def _excitation(
+def pass_of(spec: MethodSpec) -> Pass:
+    """Which routine of :func:`explain` runs a method, from its registry family:
+
+    ``shared`` (families ``gradient``, ``cam``, ``product``: :func:`_shared_pass`), ``activation``
+    (:func:`_activation_cams`), ``layer`` (family ``rule`` with ``needs_layer``:
+    :func:`_layer_rule_maps`), ``all_targets`` (``perturbation``: one call for every target) and
+    ``per_target`` (``sampled`` and ``rule`` without the layer: one call per target column).
+    """
+    if spec.family in SHARED_FAMILIES:
+        return "shared"
+    if spec.family == "activation":
+        return "activation"
+    if spec.family == "rule" and spec.needs_layer:
+        return "layer"
+    if spec.family == "perturbation":
+        return "all_targets"
+    return "per_target"
+
+
+@functools.cache
+def _load(path: str) -> Callable[..., Any]:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def method_function(name: str) -> Callable[..., Any]:
+    """The function the registry names for ``name`` (``MethodSpec.function``, ``"module:attribute"``)."""
+    spec = METHODS[name]
+    if spec.function is None:
+        raise ValueError(f"method {name!r} ({spec.family}) is computed by the shared pass, not a function")
+    return _load(spec.function)
+
+
+for _spec in METHODS.values():  # every implementation imported (and its path checked) with the engine
+    if _spec.function is not None:
+        _load(_spec.function)
+
+
+def _layer_rule_maps(
     model: nn.Module, images: torch.Tensor, classes: torch.Tensor, names: list[str],
     layer: str | nn.Module | None, kwargs: Mapping[str, dict], autocast_dtype: torch.dtype | None,
     layer_maps: bool, fast: bool,
 ) -> dict[str, torch.Tensor]:
-    """Maps ``[B, K, H, W]`` (and ``"<name>@layer"`` when ``to="layer"``) of the excitation methods."""
-    wanted = [name for name in names if name in EXCITATION]
+    """Maps ``[B, K, H, W]`` (and ``"<name>@layer"`` when ``to="layer"``) of the ``rule`` methods that
+    use the CAM layer (excitation backprop): one call per target column, on the fast copy with the
+    CAM layer kept (its BatchNorms folded, which the rule does too), upsampled like a CAM. Their
+    option ``to`` (default ``"layer"``) says whether the CAM layer is used at all."""
+    wanted = [name for name in names if pass_of(METHODS[name]) == "layer"]
     if not wanted:
         return {}
     size = tuple(images.shape[-2:])
     out: dict[str, torch.Tensor] = {}
     for name in wanted:
+        function = method_function(name)
         to_layer = kwargs[name].get("to", "layer") == "layer"
         module = resolve_layer(model, layer, example=images)[1] if to_layer else None
         runner = fast_model(model, keep=module, example=images) if fast else model
         hooked = (runner.hook_module(module) if isinstance(runner, FastModel) else module) if to_layer else None
-        low = torch.stack([EXCITATION[name](runner, images, classes[:, k], hooked, autocast_dtype=autocast_dtype,
-                                            **kwargs[name]) for k in range(classes.shape[1])], dim=1)
+        low = torch.stack([function(runner, images, classes[:, k], hooked, autocast_dtype=autocast_dtype,
+                                    **kwargs[name]) for k in range(classes.shape[1])], dim=1)
         out[name] = upsample(low, size) if low.shape[-2:] != size else low
         if layer_maps and to_layer:
             out[name + "@layer"] = low
     return out
-# --- end LIME and excitation backprop ---
-
-# --- CAM family members (cam_family.py) ---
-# Gradient members (layercam, xgradcam, hirescam; family "cam") join the shared pass through
-# CAM_FUNCTIONS. Forward-only members (cam, eigencam, scorecam, ablationcam; family
-# "activation") run in _activation_cams: one forward under inference_mode keeps the CAM layer's
-# activation and the logits, then each computes its own channel weights (scorecam and
-# ablationcam with their own batched forwards under inference_mode).
-from explainers.layers import layout as _layout  # noqa: E402
-from explainers.methods.cam_family import ACTIVATION_CAMS, GRADIENT_CAMS, forward_with_activation  # noqa: E402
-
-CAM_FUNCTIONS = {**CAM_FUNCTIONS, **GRADIENT_CAMS}
 
 
 def _activation_cams(
@@ -124,8 +133,11 @@ def _activation_cams(
     layer: str | nn.Module | None, kwargs: Mapping[str, dict], autocast_dtype: torch.dtype | None,
     layer_maps: bool, fast: bool, reshape: Reshape | None,
 ) -> dict[str, torch.Tensor]:
-    """Maps ``[B, K, H, W]`` (and ``"<name>@layer"``) of the forward-only CAM family members."""
-    wanted = [name for name in names if name in ACTIVATION_CAMS]
+    """Maps ``[B, K, H, W]`` (and ``"<name>@layer"``) of the forward-only CAM family members
+    (family ``activation``): one forward under inference mode keeps the CAM layer's activation and
+    the logits, then each computes its own channel weights; the batched forwards of a method whose
+    ``perturbs`` is ``"input"`` run on a fast copy that need not keep the layer."""
+    wanted = [name for name in names if pass_of(METHODS[name]) == "activation"]
     if not wanted:
         return {}
     layer_name, module = resolve_layer(model, layer, example=images)
@@ -138,11 +150,12 @@ def _activation_cams(
         logits = check_output(output, images.shape[0], classes).float()
         activation = layer_reader(layer_name, raw, size, reshape)(raw).float().contiguous()
         for name in wanted:
-            if name == "ablationcam" and (reshape is not None or _layout(raw, size) != "nchw"):
-                raise ValueError(f"ablationcam needs a [B, C, h, w] CAM layer output; {layer_name!r} "
+            perturbs = METHODS[name].perturbs
+            if perturbs == "layer" and (reshape is not None or layout(raw, size) != "nchw"):
+                raise ValueError(f"{name} needs a [B, C, h, w] CAM layer output; {layer_name!r} "
                                  f"gives {tuple(raw.shape)}")
-            forwards = fast_model(model, example=images) if fast and name == "scorecam" else runner
-            lows[name] = ACTIVATION_CAMS[name](forwards, images, classes, activation, logits, model, hooked,
+            forwards = fast_model(model, example=images) if fast and perturbs == "input" else runner
+            lows[name] = method_function(name)(forwards, images, classes, activation, logits, model, hooked,
                                                autocast_dtype=autocast_dtype, **kwargs[name])
     out: dict[str, torch.Tensor] = {}
     for name, low in lows.items():
@@ -151,16 +164,6 @@ def _activation_cams(
         if layer_maps:
             out[name + "@layer"] = low
     return out
-# --- end CAM family members ---
-_INPUT_RULE: dict[str, Rule] = {
-    "saliency": "plain",
-    "input_x_gradient": "plain",
-    "guided_backprop": "guided",
-    "guided_gradcam": "guided",
-    "deconvnet": "deconvnet",
-    "deconv_gradcam": "deconvnet",
-}
-_CAMS_FOR_PRODUCTS = {"guided_gradcam", "deconv_gradcam"}
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -218,12 +221,28 @@ def _method_options(name: str, options: Mapping[str, Mapping[str, Any]], functio
     return given
 
 
+def _with_factors(names: Sequence[str]) -> list[str]:
+    """``names`` followed by the maps their products multiply (``MethodSpec.requires``) not already in it."""
+    needed = list(names)
+    for name in names:
+        needed += [factor for factor in METHODS[name].requires if factor not in needed]
+    return needed
+
+
+def _input_rules(names: Sequence[str]) -> list[Rule]:
+    """The rules of the shared pass's backwards to the input: ``backward_rule`` of the requested
+    ``gradient`` and ``product`` methods, in request order."""
+    rules: list[Rule] = []
+    for name in names:
+        spec = METHODS[name]
+        if spec.family in ("gradient", "product") and spec.backward_rule not in rules:
+            rules.append(spec.backward_rule)
+    return rules
+
+
 def _cams_needed(names: Sequence[str]) -> list[str]:
-    """The CAM maps to compute: the requested ones, plus Grad-CAM for the products."""
-    cams = [n for n in names if METHODS[n].family == "cam"]
-    if any(n in _CAMS_FOR_PRODUCTS for n in names) and "gradcam" not in cams:
-        cams.append("gradcam")
-    return cams
+    """The CAM maps to compute: the requested ones, plus the CAM factors of the products."""
+    return [n for n in _with_factors(names) if METHODS[n].family == "cam"]
 
 
 def _shared_pass(
@@ -241,16 +260,15 @@ def _shared_pass(
     ``cam_layer`` is the resolved ``(name, module)`` of the CAM layer, a module that ``model``
     calls (``None`` when no CAM map is wanted).
     """
-    input_rules: list[Rule] = []
-    for name in names:
-        rule = _INPUT_RULE.get(name)
-        if rule is not None and rule not in input_rules:
-            input_rules.append(rule)
+    needed = _with_factors(names)
+    gradients = [n for n in needed if METHODS[n].family == "gradient"]
+    products = [n for n in names if METHODS[n].family == "product"]
+    input_rules = _input_rules(names)
     cams = _cams_needed(names)
+    layer_rules = {METHODS[cam].backward_rule for cam in cams}
     need_layer = bool(cams)
     cut = need_layer and not input_rules  # CAM only: no autograd before the layer
-    backward_rules: list[Rule] = [r for r in ("plain", "guided", "deconvnet")
-                                  if r in input_rules or (r == "plain" and need_layer)]
+    backward_rules: list[Rule] = [r for r in RULES if r in input_rules or r in layer_rules]
     ruled = any(r != "plain" for r in backward_rules)
 
     x = fresh_input(images) if input_rules else images.detach()
@@ -301,29 +319,26 @@ def _shared_pass(
     steps = [(k, rule) for k in range(classes.shape[1]) for rule in backward_rules]
     for index, (k, rule) in enumerate(steps):
         vector = one_hot(logits, classes[:, k])
-        wrt = ([x] if rule in input_rules else []) + ([activation] if rule == "plain" and need_layer else [])
+        wrt = ([x] if rule in input_rules else []) + ([activation] if rule in layer_rules else [])
         state.set(rule)
         grads = torch.autograd.grad(logits, wrt, vector, retain_graph=index < len(steps) - 1)
         if rule in input_rules:
             grad_x = grads[0].float()
-            if rule == "plain":
-                add("saliency", grad_x)
-                if "input_x_gradient" in names:
-                    add("input_x_gradient", x.detach() * grad_x)
-            else:
-                add("guided_backprop" if rule == "guided" else "deconvnet", grad_x)
-        if rule == "plain" and need_layer:
+            for name in gradients:
+                if METHODS[name].backward_rule == rule:
+                    add(name, x.detach() * grad_x if METHODS[name].times_input else grad_x)
+        if rule in layer_rules:
             read = captured["reader"]
             grad_a, maps_a = read(grads[-1]), read(activation.detach())
             for cam in cams:
-                low = CAM_FUNCTIONS[cam](maps_a, grad_a)
-                add(cam + "@layer", low)
-                add(cam, upsample(low, size))
+                if METHODS[cam].backward_rule == rule:
+                    low = method_function(cam)(maps_a, grad_a)
+                    add(cam + "@layer", low)
+                    add(cam, upsample(low, size))
     for k in range(classes.shape[1]):
-        if "guided_gradcam" in names:
-            add("guided_gradcam", per_target["guided_backprop"][k] * per_target["gradcam"][k].unsqueeze(1))
-        if "deconv_gradcam" in names:
-            add("deconv_gradcam", per_target["deconvnet"][k] * per_target["gradcam"][k].unsqueeze(1))
+        for name in products:
+            channel_map, spatial_map = METHODS[name].requires
+            add(name, per_target[channel_map][k] * per_target[spatial_map][k].unsqueeze(1))
     wanted = set(names) | ({c + "@layer" for c in cams if c in names} if layer_maps else set())
     return {key: torch.stack(maps, dim=1) for key, maps in per_target.items() if key in wanted}
 
@@ -395,14 +410,12 @@ def explain(
     unknown = sorted(set(options) - set(names))
     if unknown:
         raise ValueError(f"options given for methods not requested: {unknown}")
-    kwargs = {
-        name: _method_options(name, options, _SAMPLED.get(name) or _PERTURBATION.get(name)
-                              or ACTIVATION_CAMS.get(name)  # CAM family members (cam_family.py)
-                              or EXCITATION.get(name))  # LIME and excitation backprop
+    kwargs = {  # the shared pass's methods take no options
+        name: _method_options(name, options, None if pass_of(specs[name]) == "shared" else method_function(name))
         for name in names
     }
     classes, single = _classes(targets, images.shape[0], images.device)
-    shared = [n for n in names if specs[n].family in ("gradient", "cam", "product")]
+    shared = [n for n in names if pass_of(specs[n]) == "shared"]
     results: dict[str, torch.Tensor] = {}
     with model_session(model), grad_enabled_session():
         if shared:
@@ -411,23 +424,21 @@ def explain(
                       if fast else model)
             results.update(_shared_pass(runner, images, classes, shared, cam_layer, autocast_dtype,
                                         layer_maps, reshape))
-        # CAM family members (cam_family.py): forward-only members
         results.update(_activation_cams(model, images, classes, names, layer, kwargs, autocast_dtype,
                                         layer_maps, fast, reshape))
-        results.update(_excitation(model, images, classes, names, layer, kwargs,  # LIME and excitation
-                                   autocast_dtype, layer_maps, fast))  # backprop (excitation.py)
-        own_passes = [name for name in names if name in _SAMPLED or name in _PERTURBATION]
+        results.update(_layer_rule_maps(model, images, classes, names, layer, kwargs, autocast_dtype,
+                                        layer_maps, fast))
+        own_passes = [name for name in names if pass_of(specs[name]) in ("per_target", "all_targets")]
         runner = fast_model(model, example=images) if fast and own_passes else model  # built only when used
         for name in own_passes:
-            if name in _SAMPLED:
+            function = method_function(name)
+            if pass_of(specs[name]) == "per_target":
                 results[name] = torch.stack([
-                    _SAMPLED[name](runner, images, classes[:, k], autocast_dtype=autocast_dtype, **kwargs[name])
+                    function(runner, images, classes[:, k], autocast_dtype=autocast_dtype, **kwargs[name])
                     for k in range(classes.shape[1])
                 ], dim=1)
             else:
-                results[name] = _PERTURBATION[name](
-                    runner, images, classes, autocast_dtype=autocast_dtype, **kwargs[name]
-                )
+                results[name] = function(runner, images, classes, autocast_dtype=autocast_dtype, **kwargs[name])
     ordered = {name: results[name].float().contiguous() for name in names}
     ordered.update({k: v.float().contiguous() for k, v in results.items() if k.endswith("@layer")})
     if single:

@@ -53,7 +53,9 @@ def practice_right_answers(env: dict[str, str], token: str) -> dict[str, int]:
         env,
         f"""
 from studies.models import Participant
-from studies.services.participation import practice_attempt, practice_choices, practice_draw
+from studies.lib.choices import practice_choices
+from studies.selectors.participation import practice_attempt
+from studies.services.participation import practice_draw
 from studies.services.responses import answer_score
 participant = Participant.objects.select_related("study").get(token={token!r})
 study, attempt = participant.study, practice_attempt(participant)

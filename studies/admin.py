@@ -6,10 +6,10 @@ Rights: every custom action declares the model permission it needs (``@admin.act
 ``change`` for what starts or stops work or writes a report (prepare, pilot, evaluate, validity audit,
 cancel, resume), ``view`` for the tidy CSV (hashed worker ids only, no raw platform worker ids). The study's
 status is read-only in its form: Prepare, Publish, Pause and Close (actions and buttons) call
-``services.prepare``; Publish refuses unless the study is prepared, has enough items and its
+``services.lifecycle``; Publish refuses unless the study is prepared, has enough items and its
 validity audit passed or was acknowledged. The form checks the configuration
 (``services.study_checks``) and guards live studies (``StudyAdminForm``). The image-set zip import
-view needs ``add``. Results, plots and exports (``studies/views_results.py``) need
+view needs ``add``. Results, plots and exports (``studies/web/results.py``) need
 ``studies.view_study``, and raw worker ids also ``studies.export_worker_ids``.
 """
 
@@ -462,7 +462,7 @@ class StudyAdmin(admin.ModelAdmin):
     # The tidy CSV holds hashed worker ids and platform assignment/session ids, no raw worker ids.
     @admin.action(description="Download tidy CSV of the judgments (one row per judgment)", permissions=["view"])
     def export_tidy_csv(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> HttpResponse:
-        from studies.exports import streaming_csv_response, tidy_lines_for_studies
+        from studies.services.exports import streaming_csv_response, tidy_lines_for_studies
 
         studies = list(queryset.order_by("pk"))
         name = f"study-{studies[0].pk}-tidy.csv" if len(studies) == 1 else "studies-tidy.csv"
@@ -471,7 +471,7 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.action(description="Pilot with simulated workers (5 heatmap_reader participants, flagged simulated)",
                   permissions=["change"])
     def pilot_simulated(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
-        from studies.simulation.pilot import pilot_run
+        from studies.fixtures.simulation.pilot import pilot_run
 
         for study in queryset:
             try:
@@ -484,7 +484,7 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.action(description="Evaluate explanations automatically (metrics, controls, sanity check; gpu queue)",
                   permissions=["change"])
     def evaluate_explanations(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
-        from studies.services.evaluation import EvaluationRefused, study_evaluation_start
+        from studies.pipeline.evaluation import EvaluationRefused, study_evaluation_start
 
         for study in queryset:
             try:
@@ -529,7 +529,7 @@ class StudyAdmin(admin.ModelAdmin):
 
     def _lifecycle(self, request: HttpRequest, study: models.Study, step: str) -> bool:
         """Run one lifecycle step through its service and say what happened (or why not)."""
-        from studies.services import prepare
+        from studies.services import lifecycle
 
         try:
             if step == "prepare":
@@ -538,25 +538,25 @@ class StudyAdmin(admin.ModelAdmin):
                 errors = study_config_errors(study=study)
                 errors.pop("trials_per_participant", None)  # the items are made again: checked at publish
                 if errors:
-                    raise prepare.PrepareRefused(f"{study.name}: fix the study first: " + "; ".join(
+                    raise lifecycle.PrepareRefused(f"{study.name}: fix the study first: " + "; ".join(
                         f"{field}: {message}" for field, found in errors.items() for message in found))
-                job = prepare.study_prepare(study_id=study.pk, background=True)
+                job = lifecycle.study_prepare(study_id=study.pk, background=True)
                 self.message_user(request, f"{study.name}: preparation started (job {job.public_id}); its progress "
                                            f"shows under Jobs on the study page.")
             elif step == "publish":
-                prepare.study_publish(study_id=study.pk)
+                lifecycle.study_publish(study_id=study.pk)
                 self.message_user(request, f"{study.name} is live: the worker link accepts participants.",
                                   messages.SUCCESS)
             elif step == "pause":
-                prepare.study_pause(study_id=study.pk)
+                lifecycle.study_pause(study_id=study.pk)
                 self.message_user(request, f"{study.name} is paused: new entries are refused (\"not open\"); "
                                            f"participants already working may finish. Publish opens it again.")
             elif step == "close":
-                prepare.study_close(study_id=study.pk)
+                lifecycle.study_close(study_id=study.pk)
                 self.message_user(request, f"{study.name} is closed: no new entries; results and exports stay.")
             else:  # pragma: no cover - the URL pattern and the actions name only known steps
                 raise ValueError(step)
-        except prepare.PrepareRefused as exc:
+        except lifecycle.PrepareRefused as exc:
             self.message_user(request, f"{step.capitalize()} refused: {exc}", messages.ERROR)
             return False
         return True
@@ -584,8 +584,9 @@ class StudyAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):  # type: ignore[no-untyped-def]
         if obj is not None and obj.pk:
-            active = obj.jobs.filter(kind=models.Job.Kind.PREPARE, status__in=(models.Job.Status.PENDING,
-                                                                                 models.Job.Status.RUNNING))
+            from studies.pipeline.jobs import ACTIVE
+
+            active = obj.jobs.filter(kind=models.Job.Kind.PREPARE, status__in=ACTIVE)
             job = active.order_by("-created_at").first()
             context.update({
                 "lifecycle_steps": self._lifecycle_steps(obj) if self.has_change_permission(request, obj) else [],
@@ -623,7 +624,8 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel stimulus preparation", permissions=["change"])
     def cancel_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
-        from studies.services.prepare import ACTIVE, job_cancel
+        from studies.pipeline.jobs import ACTIVE
+        from studies.pipeline.prepare import job_cancel
 
         for job in models.Job.objects.filter(study__in=queryset, kind=models.Job.Kind.PREPARE, status__in=ACTIVE):
             job_cancel(job_id=job.pk)
@@ -631,7 +633,7 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resume stimulus preparation (re-enqueues what is missing)", permissions=["change"])
     def resume_preparation(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
-        from studies.services.prepare import PrepareRefused, job_resume
+        from studies.pipeline.prepare import PrepareRefused, job_resume
 
         for study in queryset:
             job = study.jobs.filter(kind=models.Job.Kind.PREPARE).order_by("-created_at").first()
@@ -812,7 +814,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel the selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[models.Job]) -> None:
-        from studies.services.prepare import job_cancel
+        from studies.pipeline.prepare import job_cancel
 
         for job in queryset:
             job_cancel(job_id=job.pk)
@@ -820,7 +822,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resume the selected prepare jobs", permissions=["change"])
     def resume_jobs(self, request: HttpRequest, queryset: QuerySet[models.Job]) -> None:
-        from studies.services.prepare import PrepareRefused, job_resume
+        from studies.pipeline.prepare import PrepareRefused, job_resume
 
         for job in queryset:
             try:
@@ -831,7 +833,7 @@ class JobAdmin(admin.ModelAdmin):
 
 
 def _job_progress_text(job: models.Job) -> str:
-    from studies.services.prepare import job_progress
+    from studies.pipeline.jobs import job_progress
 
     return job_progress(job).describe()
 

@@ -18,6 +18,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from studies.designs.registry import kind_choices
+
 
 def new_token() -> str:
     """An unguessable URL-safe token (192 bits) for public identifiers.
@@ -151,6 +153,9 @@ class Study(models.Model):
     """A human study: what is shown, to whom, how often, and how it is recruited."""
 
     class Kind(models.TextChoices):
+        """The two designs of the Grad-CAM paper, by name (fixtures and tests construct studies with
+        them). The field's choices are every registered design (``studies.designs``), not this list."""
+
         CLASS_DISCRIMINATION = "class_discrimination", "What do you see? (class discrimination)"
         TRUST = "trust", "Which robot is more reasonable? (trust)"
 
@@ -173,7 +178,7 @@ class Study(models.Model):
     )
     public_description = models.TextField(blank=True, help_text="what workers see under the title (optional)")
     slug = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    kind = models.CharField(max_length=32, choices=kind_choices)
     methods = models.JSONField(default=list, help_text='explainer method names, e.g. ["gradcam", "guided_gradcam"]')
     model = models.ForeignKey(
         ClassifierModel, on_delete=models.PROTECT, null=True, blank=True, related_name="studies"
@@ -261,6 +266,21 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """``explainer_options`` must read as the design's options (``studies.designs.options``): a
+        bad value is an error on that field naming the key (``full_clean``, the admin form)."""
+        from django.core.exceptions import ValidationError
+
+        from studies.designs.registry import UnknownDesign, design_for
+
+        super().clean()
+        try:
+            design = design_for(self)
+        except UnknownDesign:
+            return  # the kind field's own error says it
+        if errors := design.options_errors(self):
+            raise ValidationError({"explainer_options": errors})
 
 
 class ExclusionGroup(models.Model):

@@ -18,7 +18,7 @@ def verify_image_set(image_set_id: int) -> dict[str, object]:
     return {"checked": report.checked, "missing": report.missing, "mismatched": report.mismatched}
 
 
-# --- study preparation (studies/services/prepare.py) ----------------------------------------
+# --- study preparation (studies/pipeline/prepare.py opens the job; stages.py does the work) --
 # Predict and chunk tasks run on the gpu queue; they import torch only inside the service.
 # Chunks are idempotent, so they are acked late and requeued when their worker child dies
 # (reject_on_worker_lost); a worker that dies whole is covered by job_resume / prepare_sweep.
@@ -27,7 +27,7 @@ def verify_image_set(image_set_id: int) -> dict[str, object]:
 @shared_task(name="studies.tasks.gpu_prepare_predict", acks_late=True, reject_on_worker_lost=True)
 def gpu_prepare_predict(job_id: int) -> None:
     """Stage 1: check methods and models, store top-k predictions; then plan."""
-    from studies.services.prepare import prepare_predict_stage
+    from studies.pipeline.stages import prepare_predict_stage
 
     if prepare_predict_stage(job_id=job_id):
         prepare_plan.delay(job_id)
@@ -36,7 +36,7 @@ def gpu_prepare_predict(job_id: int) -> None:
 @shared_task(name="studies.tasks.prepare_plan", acks_late=True)
 def prepare_plan(job_id: int) -> int:
     """Stage 2: plan the items and enqueue one gpu chunk per batch of images with empty slots."""
-    from studies.services.prepare import prepare_plan_stage
+    from studies.pipeline.stages import prepare_plan_stage
 
     chunks = prepare_plan_stage(job_id=job_id) or []
     for chunk in chunks:
@@ -47,7 +47,7 @@ def prepare_plan(job_id: int) -> int:
 @shared_task(name="studies.tasks.gpu_prepare_chunk", acks_late=True, reject_on_worker_lost=True)
 def gpu_prepare_chunk(job_id: int, model_id: int, image_ids: list[int]) -> int:
     """Stage 3: explain, render and store one chunk (idempotent)."""
-    from studies.services.prepare import prepare_chunk_stage
+    from studies.pipeline.stages import prepare_chunk_stage
 
     return prepare_chunk_stage(job_id=job_id, model_id=model_id, image_ids=image_ids) or 0
 
@@ -55,7 +55,7 @@ def gpu_prepare_chunk(job_id: int, model_id: int, image_ids: list[int]) -> int:
 @shared_task(name="studies.tasks.prepare_sweep")
 def prepare_sweep() -> list[int]:
     """Resume prepare jobs that stopped moving (their worker died); schedule it with beat."""
-    from studies.services.prepare import jobs_sweep
+    from studies.pipeline.prepare import jobs_sweep
 
     return jobs_sweep()
 
@@ -68,12 +68,12 @@ def sweep_leases() -> int:
     return leases_sweep()
 
 
-# --- automatic evaluation (studies/services/evaluation.py) ----------------------------------
+# --- automatic evaluation (studies/pipeline/evaluation.py) ----------------------------------
 
 
 @shared_task(name="studies.tasks.gpu_evaluate_study", acks_late=True, reject_on_worker_lost=True)
 def gpu_evaluate_study(job_id: int) -> str:
     """Compute and store every automatic metric of the job's study (idempotent: rows are upserted)."""
-    from studies.services.evaluation import evaluation_job_run
+    from studies.pipeline.evaluation import evaluation_job_run
 
     return evaluation_job_run(job_id=job_id).status

@@ -48,7 +48,7 @@ def test_debug_is_off_unless_asked_for(monkeypatch):
 
 
 def test_landing_page_says_what_this_is_and_lists_no_study(client):
-    from studies.testing import make_worker_study
+    from studies.fixtures.builders import make_worker_study
 
     study = make_worker_study(name="secret-internal-name")
     response = client.get("/")

@@ -160,13 +160,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 XAISTUDY_WORLDS_DIR = Path(os.environ.get("XAISTUDY_WORLDS_DIR", VAR_DIR / "worlds"))
 
 # Worker pages: MTurk shows ExternalQuestion pages inside an iframe. Only the views marked
-# with studies.http.frameable may be framed, and only by these ancestors.
+# with studies.web.http.frameable may be framed, and only by these ancestors.
 X_FRAME_OPTIONS = "DENY"
 XAISTUDY_FRAME_ANCESTORS = env_list(
     "XAISTUDY_FRAME_ANCESTORS", ["https://worker.mturk.com", "https://workersandbox.mturk.com"]
 )
 
-# --- Worker flow (studies/web, studies/ratelimit.py, studies/http.py) ---------------------
+# --- Worker flow (studies/web, studies/web/ratelimit.py, studies/web/http.py) ---------------------
 # Rate limits: (requests, window seconds) per (study, client address) for entry (a study's own
 # entry_rate_limit replaces the entry limit; unknown slugs count apart) and per participant for submit.
 XAISTUDY_RATE_LIMITS = {
@@ -174,7 +174,7 @@ XAISTUDY_RATE_LIMITS = {
     "submit": (env_int("XAISTUDY_RATE_LIMIT_SUBMIT", 120), 60),
 }
 # Client address for rate limits and per-client caps: the number of reverse proxies in front
-# of the application, each appending to X-Forwarded-For (0: REMOTE_ADDR). See studies/ratelimit.py.
+# of the application, each appending to X-Forwarded-For (0: REMOTE_ADDR). See studies/web/ratelimit.py.
 XAISTUDY_TRUSTED_PROXY_HOPS = env_int("XAISTUDY_TRUSTED_PROXY_HOPS", 0)
 if XAISTUDY_TRUSTED_PROXY_HOPS < 0:
     raise ImproperlyConfigured("XAISTUDY_TRUSTED_PROXY_HOPS must be 0 or more")
@@ -205,7 +205,7 @@ def axes_client_ip(request: Any) -> str | None:
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_ipv46_address
 
-    from studies.ratelimit import client_address
+    from studies.web.ratelimit import client_address
 
     address = client_address(request)
     try:

@@ -35,7 +35,7 @@ CSRF_COOKIE_SECURE = True
 # The session and CSRF cookies serve the admin only, so they stay SameSite=Lax (Django's
 # default; not sent on cross-site subrequests or POSTs). The worker pages inside MTurk's
 # cross-site iframe need neither: their forms carry a signed per-participant token
-# (studies/http.py, worker_csrf), and the link-resume cookie is set per response by
+# (studies/web/http.py, worker_csrf), and the link-resume cookie is set per response by
 # studies/web/pages.py.
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

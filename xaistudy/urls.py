@@ -11,7 +11,7 @@ admin.site.site_url = "/"  # "View site": the landing page, never a study
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("studies.urls")),
+    path("", include("studies.web.urls")),
 ]
 
 # Database outages answer 503 "try again" (JSON under /api/), never a trace.

@@ -55,10 +55,3 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
     out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
     return out.reshape(*lead, *size)
-
-
-CAM_FUNCTIONS = {
-    "gradcam": gradcam,
-    "counterfactual_gradcam": counterfactual_gradcam,
-    "gradcam_plus_plus": gradcam_plus_plus,
-}

@@ -1,13 +1,17 @@
 """The rest of the CAM family: CAM, LayerCAM, XGradCAM, HiResCAM, EigenCAM, ScoreCAM, AblationCAM.
 
-Every method carries its own logic here; the engine only plans the passes
-(``explainers.engine``, block "CAM family members"):
+Every method carries its own logic here; the engine plans the passes from the registry
+(:data:`explainers.registry.METHODS`, whose ``function`` field names each function below):
 
-* **Gradient members** (:data:`GRADIENT_CAMS`: ``layercam``, ``xgradcam``, ``hirescam``) are
+* **Gradient members** (``layercam``, ``xgradcam``, ``hirescam``; registry family ``"cam"``) are
   functions of the CAM layer's activation ``A`` and gradient ``G = dy_c/dA`` (``[B, K, h, w]``),
   like Grad-CAM: they share the engine's one forward and its plain backward per target.
-* **Forward-only members** (:data:`ACTIVATION_CAMS`: ``cam``, ``eigencam``, ``scorecam``,
-  ``ablationcam``, registry family ``"activation"``) need no gradient. One forward under
+* **Forward-only members** (``cam``, ``eigencam``, ``scorecam``, ``ablationcam``, registry family
+  ``"activation"``) need no gradient. Each is called ``f(runner, images, classes [B, T],
+  activation, logits, model, layer, **options, autocast_dtype=None)`` -> ``[B, T, h, w]``:
+  ``runner`` is what runs forwards (the fast copy or the model as given), ``model`` the model as
+  given (names), ``layer`` the CAM layer module (called by ``runner``); keyword-only parameters
+  other than ``autocast_dtype`` are the method's options. One forward under
   ``torch.inference_mode()`` keeps ``A`` and the logits (:func:`forward_with_activation`);
   ``cam`` then reads the classifier's weights, ``eigencam`` takes an SVD of ``A``, and
   ``scorecam`` / ``ablationcam`` run batched forwards of masked inputs / ablated activations
@@ -19,8 +23,6 @@ bilinearly (``align_corners=False``) like Grad-CAM.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -63,13 +65,6 @@ def hirescam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """
     a, g = activation.float(), gradient.float()
     return (g * a).sum(dim=1).clamp(min=0)
-
-
-GRADIENT_CAMS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "layercam": layercam,
-    "xgradcam": xgradcam,
-    "hirescam": hirescam,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,15 +312,3 @@ def ablationcam(
         handle.remove()
     return _weighted(weights, activation)
 
-
-#: Forward-only members: ``f(runner, images, classes [B, T], activation, logits, model, layer,
-#: **options, autocast_dtype=None)`` -> ``[B, T, h, w]``. ``runner`` is what runs forwards (the
-#: fast copy or the model as given), ``model`` the model as given (names), ``layer`` the CAM
-#: layer module (called by ``runner``); keyword-only parameters other than ``autocast_dtype``
-#: are the method's options.
-ACTIVATION_CAMS: dict[str, Callable[..., torch.Tensor]] = {
-    "cam": cam,
-    "eigencam": eigencam,
-    "scorecam": scorecam,
-    "ablationcam": ablationcam,
-}

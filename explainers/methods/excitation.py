@@ -276,6 +276,3 @@ def contrastive_excitation_backprop(model: nn.Module, images: torch.Tensor, clas
     return excitation_maps(model, images, classes, _where(to, hooked), contrastive=True,
                            autocast_dtype=autocast_dtype)
 
-
-EXCITATION = {"excitation_backprop": excitation_backprop,
-              "contrastive_excitation_backprop": contrastive_excitation_backprop}

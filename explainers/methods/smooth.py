@@ -6,17 +6,17 @@ import torch
 from torch import nn
 
 from explainers.methods.common import input_gradients
-from explainers.rules import Rule
+from explainers.registry import METHODS, MethodSpec
 
 CPU_ROWS = 16
 """Default rows per SmoothGrad pass on CPU (``batch_size=None``)."""
 
-SMOOTHGRAD_BASES: dict[str, Rule] = {
-    "saliency": "plain",
-    "input_x_gradient": "plain",
-    "guided_backprop": "guided",
-    "deconvnet": "deconvnet",
-}
+
+def smoothgrad_bases() -> dict[str, MethodSpec]:
+    """The base methods SmoothGrad averages, read from the registry: its ``gradient`` family, each an
+    input gradient with its spec's ``backward_rule``, times the (noisy) input when the spec has
+    ``times_input``."""
+    return {name: spec for name, spec in METHODS.items() if spec.family == "gradient"}
 
 
 def noise_sigma(images: torch.Tensor, noise: float) -> torch.Tensor:
@@ -56,8 +56,9 @@ def smoothgrad(
     Returns:
         float32 ``[B, C, H, W]``.
     """
-    if base not in SMOOTHGRAD_BASES:
-        raise ValueError(f"smoothgrad base {base!r} not one of {tuple(SMOOTHGRAD_BASES)}")
+    bases = smoothgrad_bases()
+    if base not in bases:
+        raise ValueError(f"smoothgrad base {base!r} not one of {tuple(bases)}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"smoothgrad samples must be an integer >= 1, got {samples!r}")
     if not isinstance(noise, int | float) or isinstance(noise, bool) or not 0.0 <= noise < float("inf"):
@@ -65,7 +66,7 @@ def smoothgrad(
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size < 1):
         raise ValueError(f"smoothgrad batch_size must be None or an integer >= 1, got {batch_size!r}")
-    rule = SMOOTHGRAD_BASES[base]
+    spec = bases[base]
     batch = images.shape[0]
     rows_total = batch * samples
     if batch_size is None:
@@ -84,9 +85,9 @@ def smoothgrad(
     for start in range(0, rows_total, rows):
         chunk = noisy[start:start + rows]
         grads = input_gradients(
-            model, chunk, row_classes[start:start + rows], rule, autocast_dtype=autocast_dtype
+            model, chunk, row_classes[start:start + rows], spec.backward_rule, autocast_dtype=autocast_dtype
         )
-        if base == "input_x_gradient":
+        if spec.times_input:
             grads = grads * chunk.float()
         total.index_add_(0, owner[start:start + rows], grads)
     return total / samples

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from explainers.metrics._common import as_targets, check_images, eval_mode
 from explainers.metrics.correlation import occlusion_rank_correlation
 from explainers.metrics.deletion import BaselineName, ScoreName, perturbation_curves
+from explainers.metrics.directions import HIGHER_IS_BETTER
 from explainers.metrics.localization import (
     Box,
     boxes_to_masks,
@@ -26,15 +27,9 @@ from explainers.metrics.localization import (
     pointing_game,
 )
 
-#: Whether a larger value is better for each metric key returned by :func:`evaluate_methods`.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "deletion_auc": False,
-    "insertion_auc": True,
-    "occlusion_spearman": True,
-    "pointing_game": True,
-    "energy_in_region": True,
-    "localization_error": False,
-}
+#: :data:`HIGHER_IS_BETTER` (the direction of each metric key) is defined in the torch-free
+#: :mod:`explainers.metrics.directions` and re-exported here.
+__all__ = ["HIGHER_IS_BETTER", "Interval", "bootstrap_interval", "evaluate_methods"]
 
 
 def evaluate_methods(

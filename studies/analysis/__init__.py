@@ -6,7 +6,8 @@ Public surface (see the modules for formulas and references):
 * :func:`discrimination_analysis` / :func:`discrimination_table`,
   :func:`trust_analysis` / :func:`trust_table` - per-method rows and pairwise comparisons.
 * :func:`rules_from_json`, :func:`apply_exclusions`,
-  :func:`analyse_with_and_without_exclusions` - quality control.
+  :func:`analyse_both` (a design names the table function;
+  :func:`analyse_with_and_without_exclusions` names it by string) - quality control.
 * :func:`mixed_logit` - optional ``correct ~ method + (1|worker) + (1|item)`` (statsmodels,
   imported lazily).
 * :mod:`studies.analysis.stats` - the primitives (Wilson, binomial test, Holm,
@@ -34,6 +35,7 @@ from studies.analysis.tables import (
     StudyAnalysis,
     TrustAnalysis,
     TrustRow,
+    analyse_both,
     analyse_with_and_without_exclusions,
     discrimination_analysis,
     discrimination_table,
@@ -59,6 +61,7 @@ __all__ = [
     "TotalTimeBelow",
     "TrustAnalysis",
     "TrustRow",
+    "analyse_both",
     "analyse_with_and_without_exclusions",
     "apply_exclusions",
     "discrimination_analysis",

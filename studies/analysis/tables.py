@@ -4,7 +4,7 @@ These rows are what the summary CSV and the results page show: one
 :class:`DiscriminationRow` or :class:`TrustRow` per method plus one :class:`PairwiseRow`
 per pair of methods. Catch trials never enter the statistics (they only feed the quality
 rules); workers excluded by the study's rules can be dropped
-(:func:`analyse_with_and_without_exclusions` gives both versions side by side).
+(:func:`analyse_both` gives both versions side by side; a study's design chooses the table).
 
 Conventions:
     * Discrimination score = accuracy (share of correct judgments), as in Selvaraju et al.
@@ -24,7 +24,7 @@ Conventions:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -55,6 +55,8 @@ __all__ = [
     "StudyAnalysis",
     "TrustAnalysis",
     "TrustRow",
+    "ANALYSES",
+    "analyse_both",
     "analyse_with_and_without_exclusions",
     "discrimination_analysis",
     "discrimination_table",
@@ -489,34 +491,57 @@ def trust_table(
     return list(analysis.rows)
 
 
-def analyse_with_and_without_exclusions(
+def analyse_both(
     j: Judgments,
     rules: Sequence[ExclusionRule],
     *,
-    kind: Literal["discrimination", "trust"],
+    table: Callable[..., DiscriminationAnalysis | TrustAnalysis],
     **kwargs: Any,
 ) -> StudyAnalysis:
-    """Run the study's analysis twice: on all workers and without the excluded ones.
+    """Run one analysis twice: on all workers and without the ones ``rules`` exclude.
 
     Args:
         j: The judgments.
         rules: Exclusion rules (e.g. from :func:`studies.analysis.quality.rules_from_json`).
-        kind: ``"discrimination"`` or ``"trust"``.
-        **kwargs: Passed to :func:`discrimination_analysis` / :func:`trust_analysis`
-            (both runs use the same seed).
+        table: The analysis to run, :func:`discrimination_analysis` or :func:`trust_analysis`
+            (a study's design chooses it: ``studies.designs``); called as
+            ``table(j, exclude_workers=..., **kwargs)``.
+        **kwargs: Passed to ``table`` (both runs use the same seed).
+    """
+    report = apply_exclusions(j, rules)
+    return StudyAnalysis(
+        without_exclusions=table(j, **kwargs),
+        with_exclusions=table(j, exclude_workers=report.excluded_workers, **kwargs),
+        exclusions=report,
+    )
+
+
+#: The analyses :func:`analyse_with_and_without_exclusions` knows, by the function's name less
+#: ``_analysis`` (``discrimination``, ``trust``).
+ANALYSES: dict[str, Callable[..., DiscriminationAnalysis | TrustAnalysis]] = {
+    table.__name__.removesuffix("_analysis"): table for table in (discrimination_analysis, trust_analysis)
+}
+
+
+def analyse_with_and_without_exclusions(
+    j: Judgments,
+    rules: Sequence[ExclusionRule],
+    *,
+    kind: str,
+    **kwargs: Any,
+) -> StudyAnalysis:
+    """:func:`analyse_both` with the analysis named ``kind`` (a key of :data:`ANALYSES`).
+
+    Args:
+        j: The judgments.
+        rules: Exclusion rules.
+        kind: ``"discrimination"`` or ``"trust"`` (a key of :data:`ANALYSES`).
+        **kwargs: Passed to the analysis.
 
     Raises:
         ValueError: For an unknown ``kind``.
     """
-    if kind == "discrimination":
-        run = discrimination_analysis
-    elif kind == "trust":
-        run = trust_analysis
-    else:
-        raise ValueError(f"kind must be 'discrimination' or 'trust', got {kind!r}")
-    report = apply_exclusions(j, rules)
-    return StudyAnalysis(
-        without_exclusions=run(j, **kwargs),
-        with_exclusions=run(j, exclude_workers=report.excluded_workers, **kwargs),
-        exclusions=report,
-    )
+    table = ANALYSES.get(kind)
+    if table is None:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, ANALYSES))}, got {kind!r}")
+    return analyse_both(j, rules, table=table, **kwargs)

@@ -303,7 +303,7 @@ def binomial_p(successes: int, n: int, p0: float = 0.5,
 
 Side = Literal["left", "right"]
 #: Box centres closer than this share of the image width: one object above the other, neither side
-#: (the planner's rule, ``studies.services.plan.SIDE_MIN_GAP``).
+#: (the planner's rule, ``studies.lib.scenes.SIDE_MIN_GAP``).
 SIDE_MIN_GAP = 0.1
 
 
@@ -344,7 +344,7 @@ def layout_from_boxes(key: str, width: float, categories: Sequence[str], boxes: 
 
 def category_side_counts(images: Iterable[LayoutImage]) -> dict[str, dict[str, int]]:
     """Per category: in how many images it is ``left``, ``right`` or ``centre`` (see
-    :meth:`LayoutImage.side`; the same counts as ``studies.services.plan.layout_balance``)."""
+    :meth:`LayoutImage.side`; the same counts as ``studies.pipeline.plan.layout_balance``)."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"left": 0, "right": 0, "centre": 0})
     for image in images:
         for category in image.centres:

@@ -17,10 +17,11 @@ Codes handed to :class:`studies.analysis.Judgments`:
 * ``method``: index into ``method_names`` (the study's methods first, in their configured
   order, then any other method found on main items). Catch items take their method's code
   when it is known and code 0 otherwise: catch trials never enter the statistics.
-* ``answer``: the index into ``item.options`` that was chosen (same options for every rating
-  of an item, so it identifies the category); ``option_position``: the screen position that
-  was clicked (discrimination: position of the chosen option in ``option_order``; trust: the
-  scale position ``score towards Robot A + 2``), for the straight-lining rule.
+* ``answer``, ``option_position`` (and a rating design's ``score_towards_a``): the answer
+  columns the study's design makes of the stored answer (``Design.judgment_answers``; a choice:
+  the option index chosen and its screen position in ``option_order``; trust: ``score + 2`` and
+  the scale position ``score towards Robot A + 2``), the position for the straight-lining rule.
+  Which responses hold a usable answer is the design's rule too (``Design.judgments_usable``).
 * ``response_ms``: the client-measured time, else ``answered_at - shown_at`` on the server.
 """
 
@@ -34,11 +35,10 @@ from django.db import connection, transaction
 from numpy.typing import NDArray
 
 from studies.analysis import Judgments
+from studies.designs import design_for
 from studies.models import Item, Participant, Study
 
 __all__ = ["StudyJudgments", "study_judgments_load", "study_judgment_columns"]
-
-Kind = Literal["discrimination", "trust"]
 
 # (name, SQL type, numpy big-endian type) of each column of the judgment query, in order.
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -169,17 +169,17 @@ class StudyJudgments:
 
     Attributes:
         judgments: The analysis core's container (catch trials flagged, practice left out).
-        kind: ``"discrimination"`` or ``"trust"``.
+        design: The study's design (``Study.kind``, a registered design's name).
         participant_ids: Participant primary key of each worker code.
         participant_id: Per-judgment participant primary key.
         item_id: Per-judgment item primary key.
         answered_ms: Per-judgment answer time, epoch milliseconds (-1 unknown).
-        n_options: Options per discrimination question (largest over main items; 2 if none).
+        n_options: Options per question (largest over main items; 2 if none).
         n_dropped: Responses without a usable answer (left out of ``judgments``).
     """
 
     judgments: Judgments
-    kind: Kind
+    design: str
     participant_ids: NDArray[np.int64]
     participant_id: NDArray[np.int64]
     item_id: NDArray[np.int64]
@@ -188,22 +188,18 @@ class StudyJudgments:
     n_dropped: int
 
 
-def study_kind(study: Study) -> Kind:
-    """The analysis kind of a study."""
-    return "trust" if study.kind == Study.Kind.TRUST else "discrimination"
-
-
 def study_judgments_load(*, study: Study, method: Literal["auto", "copy", "fetch"] = "auto") -> StudyJudgments:
     """Read every answered, non-practice judgment of ``study`` into arrays (three queries).
 
-    Responses without a usable answer (discrimination: ``correct`` NULL; trust main trials:
-    score NULL; catch trials: ``correct`` NULL) are dropped and counted in ``n_dropped``.
+    Responses without a usable answer (the design's rule, ``Design.judgments_usable``; a
+    choice: ``correct`` NULL; trust main trials: score NULL) are dropped and counted in
+    ``n_dropped``.
 
     Args:
         study: The study.
         method: Transport of the big query, see :func:`study_judgment_columns`.
     """
-    kind = study_kind(study)
+    design = design_for(study)
     cols = study_judgment_columns(study_id=study.pk, method=method)
 
     items = list(
@@ -236,10 +232,8 @@ def study_judgments_load(*, study: Study, method: Literal["auto", "copy", "fetch
     is_catch = item_catch[it] if it.size else np.zeros(0, dtype=bool)
     correct_raw = cols["correct"]
     score_raw = cols["score_model_a"]
-    if kind == "discrimination":
-        usable = correct_raw >= 0
-    else:
-        usable = np.where(is_catch, correct_raw >= 0, score_raw != _NULL_SCORE)
+    usable = design.judgments_usable(correct_known=correct_raw >= 0, score_known=score_raw != _NULL_SCORE,
+                                     is_catch=is_catch)
     keep = np.flatnonzero(usable)
     it, wk, is_catch = it[keep], wk[keep], is_catch[keep]
     correct = correct_raw[keep] == 1
@@ -257,27 +251,17 @@ def study_judgments_load(*, study: Study, method: Literal["auto", "copy", "fetch
         "is_simulated": participant_sim[wk] if wk.size else np.zeros(0, dtype=bool),
         "response_ms": response_ms,
     }
-    if kind == "discrimination":
-        judgments = Judgments(
-            answer=np.where(chosen >= 0, chosen, -1),
-            option_position=cols["position"][keep],
-            **common,
-        )
-    else:
-        score_a = score_raw[keep]
-        known = score_a != _NULL_SCORE
-        score_a = np.where(known, score_a, 0)
-        shown_left = cols["model_a_shown_left"][keep] == 1
-        towards_robot_a = np.where(shown_left, score_a, -score_a)
-        judgments = Judgments(
-            score_towards_a=score_a.astype(np.int8),
-            answer=np.where(known, score_a + 2, -1),
-            option_position=np.where(known, towards_robot_a + 2, -1),
-            **common,
-        )
+    score_a = score_raw[keep]
+    answers = design.judgment_answers(
+        chosen_option=chosen,
+        position=cols["position"][keep],
+        score_model_a=score_a,
+        score_known=score_a != _NULL_SCORE,
+        model_a_shown_left=cols["model_a_shown_left"][keep] == 1,
+    )
     return StudyJudgments(
-        judgments=judgments,
-        kind=kind,
+        judgments=Judgments(**answers, **common),
+        design=design.name,
         participant_ids=participant_ids,
         participant_id=cols["participant_id"][keep],
         item_id=cols["item_id"][keep],

@@ -1,7 +1,11 @@
-"""Reads for the worker flow: where a participant stands and what a trial shows.
+"""Reads for the worker flow: where a participant stands, what they may do next, what a trial shows.
 
 Shared by the HTML pages (``studies/web/pages.py``) and the JSON API (``studies/web/api.py``),
-so both present the same trial, wording and progress.
+so both present the same trial, wording and progress, and by the services that write the flow
+(``studies.services.participation``, ``allocation``, ``responses``), so the stage gates are written
+once (:func:`stage_allows`). What differs between study designs (the question, the hint, what one
+trial offers, the worked example's words) is asked of the study's design
+(``studies.designs.design_for``). Nothing here writes, and no service is imported.
 """
 
 from __future__ import annotations
@@ -15,21 +19,20 @@ from django.templatetags.static import static
 from django.urls import get_script_prefix, reverse
 from django.utils.http import RFC3986_SUBDELIMS
 
+from studies.designs.options import DEFAULT_OVERLAY_BASE
+from studies.designs.registry import design_for
+from studies.lib import rows
+from studies.lib.choices import practice_choices
+from studies.lib.rendering import colour_key_rows, rendering_of
+from studies.lib.wording import PLACEHOLDERS, SCALE_POINTS, TEXT_KEYS, template_error
 from studies.models import Assignment, Item, Participant, Stimulus, Study
-from studies.selectors import rows
-from studies.services.allocation import main_slot_available, slot_counts
-from studies.services.participation import practice_choices, practice_exhausted, questionnaire_pending
-from studies.services.stimuli import DEFAULT_OVERLAY_BASE, OVERLAY_BASES, colour_key_rows, rendering_of
-from studies.wording import PLACEHOLDERS, SCALE_POINTS, TEXT_KEYS, template_error
+from studies.selectors.allocation import main_slot_available, slot_counts
 
 Stage = Literal[
     "consent", "declined", "practice", "screened_out", "trial", "questionnaire", "finish", "full", "completed"
 ]
-
-DEFAULT_QUESTIONS = {
-    Study.Kind.CLASS_DISCRIMINATION: "What do you see? Which of the two categories does the highlighted evidence show?",
-    Study.Kind.TRUST: "Which robot is more reasonable?",
-}
+#: The gates of the worker flow: which step a participant's row allows (:func:`stage_allows`).
+Step = Literal["practice", "trials"]
 DEFAULT_WORDING: dict[str, Any] = {
     "robot_a": "Robot A",
     "robot_b": "Robot B",
@@ -60,9 +63,12 @@ class Wording:
 
 
 def study_wording(study: Study) -> Wording:
-    """The study's wording with each missing or unusable key filled from the kind's default.
+    """The study's wording with each missing or unusable key filled from the default.
 
-    Never raises on a stored value the admin form would refuse (``studies.wording``): a
+    The question is ``study.question``, else the design's ``default_question``; the hint is the
+    wording text under the design's ``hint_key``.
+
+    Never raises on a stored value the admin form would refuse (``studies.lib.wording``): a
     non-object wording, a non-text value, a malformed scale, or a ``predicted`` template with
     a placeholder other than ``{label}`` each fall back to the default text, so
     ``predicted.format(label=...)`` cannot fail on a worker page.
@@ -79,10 +85,11 @@ def study_wording(study: Study) -> Wording:
     scale = merged["scale"]
     if not (isinstance(scale, list) and len(scale) == SCALE_POINTS and all(isinstance(s, str) for s in scale)):
         scale = DEFAULT_WORDING["scale"]
-    hint = merged["trust_hint"] if study.kind == Study.Kind.TRUST else merged["discrimination_hint"]
+    design = design_for(study)
+    hint = merged.get(design.hint_key, "") if design.hint_key else ""
     question = study.question.strip() if isinstance(study.question, str) else ""
     return Wording(
-        question=question or DEFAULT_QUESTIONS[study.kind],
+        question=question or design.default_question,
         robot_a=merged["robot_a"],
         robot_b=merged["robot_b"],
         predicted=merged["predicted"],
@@ -96,11 +103,52 @@ def participant_by_token(token: str) -> Participant | None:
     """The participant with this opaque token (with its study), or ``None``.
 
     One statement, the same as ``Participant.objects.select_related("study").filter(token=token)
-    .first()`` without compiling it each time (see :mod:`studies.selectors.rows`).
+    .first()`` without compiling it each time (see :mod:`studies.lib.rows`).
     """
     if not token or len(token) > 64:
         return None
     return rows.fetch_with_related(Participant, "study", token=token)
+
+
+def stage_allows_status(step: Step, *, status: str, practice_passed: bool) -> bool:
+    """Whether a participant row with ``status`` and ``practice_passed`` may take ``step``.
+
+    ``"practice"``: consented, practice not passed yet (the practice page, its grading).
+    ``"trials"``: in progress with the practice passed (leasing and answering trials, completing).
+    For a row read under its lock (``services.allocation.participant_lock``) as well as a loaded one.
+    """
+    if step == "practice":
+        return status == Participant.Status.CONSENTED and not practice_passed
+    if step == "trials":
+        return status == Participant.Status.IN_PROGRESS and bool(practice_passed)
+    raise ValueError(f"unknown step {step!r}")
+
+
+def stage_allows(participant: Participant, step: Step) -> bool:
+    """:func:`stage_allows_status` of a loaded participant (no query)."""
+    return stage_allows_status(step, status=participant.status, practice_passed=participant.practice_passed)
+
+
+def practice_attempt_limit(study: Study) -> int:
+    """The attempts a participant has: ``study.practice_attempts``, at least 1 (whatever the row holds)."""
+    return max(study.practice_attempts or 0, 1)
+
+
+def practice_attempt(participant: Participant) -> int:
+    """The participant's current (next ungraded) practice attempt, 1-based."""
+    return participant.practice_attempts_used + 1
+
+
+def practice_exhausted(participant: Participant) -> bool:
+    """Screened out, or every allowed attempt used without passing."""
+    if participant.status == Participant.Status.SCREENED_OUT:
+        return True
+    return not participant.practice_passed and participant.practice_attempts_used >= practice_attempt_limit(participant.study)
+
+
+def questionnaire_pending(*, participant: Participant) -> bool:
+    """Whether the study asks closing questions this participant has not submitted yet."""
+    return bool(participant.study.questionnaire) and "submitted_at" not in (participant.questionnaire or {})
 
 
 @dataclass(frozen=True)
@@ -110,8 +158,37 @@ class ParticipantState:
     planned: int
 
 
+@dataclass(frozen=True)
+class NextStep(ParticipantState):
+    """The participant's next step: a :class:`ParticipantState`, and for the ``trial`` stage the open
+    leases to show (current first; empty when the stage was read without leasing)."""
+
+    leases: list[Assignment] = field(default_factory=list)
+
+
+def participant_next_step(participant: Participant, *, lease: Any = None) -> NextStep:
+    """What the participant does next, for the pages and the API alike.
+
+    ``lease`` is what ``services.allocation.trial_lease`` returned (``leases``, ``answered``,
+    ``planned``) for a participant whose gate allows trials (:func:`stage_allows` ``"trials"``; the
+    caller leases first, since leasing is a write): with an open lease the step is that ``trial``,
+    read from the lease (no further query). Otherwise (no lease taken, or none left) the step is
+    :func:`participant_state`'s stage.
+    """
+    if lease is not None and lease.leases:
+        return NextStep(stage="trial", answered=lease.answered, planned=lease.planned, leases=list(lease.leases))
+    state = participant_state(participant)
+    return NextStep(stage=state.stage, answered=state.answered, planned=state.planned)
+
+
 def participant_state(participant: Participant) -> ParticipantState:
-    """The participant's stage: at most three queries, independent of study size."""
+    """The participant's stage: at most three queries, independent of study size.
+
+    ``completed``, ``declined``, ``consent`` (started) from the status; then ``screened_out``
+    (:func:`practice_exhausted`), ``practice`` (not passed); then, from the slot counts: ``trial``
+    (an open lease, or trials left and a free main slot), ``full`` (no free slot and nothing
+    answered), ``questionnaire`` (pending), else ``finish``.
+    """
     status = participant.status
     if status == Participant.Status.COMPLETED:
         stage: Stage = "completed"
@@ -182,8 +259,10 @@ def study_colour_key(study: Study) -> list[ColourKeyRow]:
     Built from the study's methods (not the trial's), so the key itself says nothing about the
     trial's method or answer.
     """
-    options = study.explainer_options if isinstance(study.explainer_options, dict) else {}
-    base = options.get("overlay_base") if options.get("overlay_base") in OVERLAY_BASES else DEFAULT_OVERLAY_BASE
+    try:  # a stored value the admin would refuse never breaks a worker page: the default look
+        base = design_for(study).options(study).overlay_base
+    except ValueError:
+        base = DEFAULT_OVERLAY_BASE
     methods = tuple(str(m) for m in (study.methods or []))
     return list(_colour_key_rows(methods, base, static("")))
 
@@ -238,15 +317,10 @@ class ExampleView(TrialView):
         return {**super().as_dict(), "answer": self.answer, "why": self.why}
 
 
-def _images(
-    *, study: Study, wording: Wording, item: Item, model_a_shown_left: bool | None, url_for: Any
-) -> list[TrialImage]:
-    if study.kind == Study.Kind.TRUST:
-        return [
-            TrialImage(side="left", label=wording.robot_a, url=url_for("left")),
-            TrialImage(side="right", label=wording.robot_b, url=url_for("right")),
-        ]
-    return [TrialImage(side="main", label="", url=url_for("main"))]
+def _images(*, study: Study, wording: Wording, url_for: Any) -> list[TrialImage]:
+    """One image per side of the design (``Design.sides``, in page order), captioned by ``Design.side_label``."""
+    design = design_for(study)
+    return [TrialImage(side=side, label=design.side_label(side, wording), url=url_for(side)) for side in design.sides]
 
 
 #: The stimulus columns an image response needs (the rest of the row, e.g. its settings, is not read).
@@ -311,23 +385,25 @@ def _view(
     number: int, total: int, url_for: Any, preload: list[str], expires_at: str = "", absolute: Any = str,
     view_class: type[TrialView] = TrialView, **extra: Any,
 ) -> TrialView:  # fmt: skip
+    """One trial as shown: the design says what it offers (``Design.trial_content``) and its images."""
+    design = design_for(study)
     wording = study_wording(study)
-    options = [str(item.options[i]) for i in option_order] if study.kind != Study.Kind.TRUST else []
+    content = design.trial_content(item=item, option_order=option_order, wording=wording)
     key = study_colour_key(study)
     if absolute is not str:
         key = [ColourKeyRow(r.kind, absolute(r.image), r.low, r.high, r.description) for r in key]
     return view_class(
         token=token,
-        kind=study.kind,
+        kind=design.name,
         question=wording.question,
         hint=wording.hint,
         number=number,
         total=total,
-        images=_images(study=study, wording=wording, item=item, model_a_shown_left=model_a_shown_left, url_for=url_for),
-        options=options,
-        scale=wording.scale if study.kind == Study.Kind.TRUST else [],
-        predicted=wording.predicted.format(label=item.target_label) if study.kind == Study.Kind.TRUST else "",
-        comment_prompt=wording.comment if study.kind == Study.Kind.TRUST else "",
+        images=_images(study=study, wording=wording, url_for=url_for),
+        options=list(content["options"]),
+        scale=list(content["scale"]),
+        predicted=content["predicted"],
+        comment_prompt=content["comment_prompt"],
         preload=preload,
         expires_at=expires_at,
         key=key,
@@ -336,7 +412,7 @@ def _view(
 
 
 def _sides(study: Study) -> list[str]:
-    return ["left", "right"] if study.kind == Study.Kind.TRUST else ["main"]
+    return list(design_for(study).sides)
 
 
 _MARKS = ("zQ7mark0Qz", "zQ7mark1Qz", "zQ7mark2Qz")
@@ -402,7 +478,7 @@ def practice_views(*, participant: Participant, items: list[Item], attempt: int,
     """One practice attempt's trials as views (token = the item's public id).
 
     The option order and Robot A side are re-derived per (participant, attempt) with the keyed
-    generator (:func:`studies.services.participation.practice_choices`), not stored; the image
+    generator (:func:`studies.lib.choices.practice_choices`), not stored; the image
     URLs name the attempt, so an item shown again in a later attempt gets its own side.
     """
     study = participant.study
@@ -462,40 +538,17 @@ def _where(image: Any, category: str) -> str:
 def example_answer(*, study: Study, item: Item) -> tuple[str, str]:
     """The worked example's right answer and why, in the words of the study's own rendering.
 
-    Discrimination: the option explained and where the map's evidence sits. Trust (robot A shown
-    on the left): the robot whose map sits on the object both named, and what the other's map
-    shows instead. Empty strings for an item with no right answer.
+    The design words it (``Design.example_answer``) from the item, the study's wording, where the
+    target's box is (``place``: "the cat (at the top left of the picture)", or "the cat") and whether
+    the item's map is drawn as a gradient image (else a colour overlay). Empty strings for an item
+    with no right answer.
     """
     wording = study_wording(study)
-    image = item.image
     label = item.target_label
-    where = _where(image, label)
+    where = _where(item.image, label)
     place = f"the {label} (at the {where} of the picture)" if where else f"the {label}"
     gradient = rendering_of(item.method) == "gradient"
-    if study.kind != Study.Kind.TRUST:
-        if item.correct_option is None or not item.options:
-            return "", ""
-        answer = str(item.options[item.correct_option])
-        if gradient:
-            why = (f"Only {place} stands out from the plain grey; everywhere else the picture is grey. "
-                   f"So the evidence shows “{answer}”.")
-        else:
-            why = (f"The warm colours (yellow to red) sit on {place}; the rest of the picture stays blue. "
-                   f"So the evidence shows “{answer}”.")
-        return answer, why
-    if item.correct_option not in (0, 1):
-        return "", ""
-    good, bad = (wording.robot_a, wording.robot_b) if item.correct_option == 0 else (wording.robot_b, wording.robot_a)
-    answer = wording.scale[0] if item.correct_option == 0 else wording.scale[-1]
-    others = [c for c in dict.fromkeys(image.categories or []) if c != label
-              and any(b.get("category") == c for b in image.boxes or [])]
-    elsewhere = f"the {others[0]}" if others else "the empty background"
-    if gradient:
-        shows = f"{good}'s picture stands out from the grey on {place}; {bad}'s stands out on {elsewhere} instead."
-    else:
-        shows = f"{good}'s colours are warm (yellow to red) on {place}; {bad}'s are warm on {elsewhere} instead."
-    why = f"Both robots said “{label}”. {shows} {good} looked at the right thing, so the answer is “{answer}”."
-    return answer, why
+    return design_for(study).example_answer(item=item, wording=wording, place=place, gradient=gradient)
 
 
 def platform_setup(*, study: Study, base_url: str) -> dict[str, str]:

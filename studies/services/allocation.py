@@ -26,20 +26,17 @@ Rules (issue #5, research note ``django_quality.md`` §2):
   back even where no Celery beat runs (the demo). The sweep runs only on that rare
   "nothing free" path, never on the hot path.
 - Catch trials (role ``catch``) have no quota; ``study.catch_trials`` of them are interleaved at
-  positions drawn by :func:`slot_rng` (keyed; from the study seed and the participant token).
+  positions drawn by :func:`studies.lib.slots.catch_slots` (keyed; from the study seed and the
+  participant token).
 
 Every random choice a worker sees (option order, which model is shown as Robot A, the catch
-positions and which catch item, the practice draws) comes from :func:`slot_rng`, a generator
-keyed with the server's ``SECRET_KEY`` (issue #12): ``HMAC-SHA256(salted_hmac key
-"xaistudy.slot-rng", f"{study.seed}:{participant.token}:{label}")``. The worker knows their
-token and the seed may be public (the demo's is), but without the secret neither predicts a
-draw better than chance (``tests/studies/test_randomization.py``; the former public seeding
-``random.Random(f"{seed}:{token}:{label}")`` let a worker predict every Robot A side). The
-choices of main and catch trials are stored on the ``Assignment`` when it is leased; everything
-downstream (the page, scoring, exports, the audit) reads the stored values and never re-derives
-them. Only the server could re-derive them (:func:`assignment_choices`), and only while
-``SECRET_KEY`` is unchanged. Practice choices are not stored: they are re-derived per
-(participant, attempt) with the same keyed generator (``services.participation``).
+positions and which catch item, the practice draws) comes from :func:`studies.lib.slots.slot_rng`,
+a generator keyed with the server's ``SECRET_KEY`` (issue #12; see :mod:`studies.lib.slots`). The
+choices of main and catch trials (:func:`studies.lib.choices.assignment_choices`) are stored on the
+``Assignment`` when it is leased; everything downstream (the page, scoring, exports, the audit)
+reads the stored values and never re-derives them. Practice choices are not stored: they are
+re-derived per (participant, attempt) with the same keyed generator (``studies.lib.choices``).
+The reads (counts, candidates, free slots) are :mod:`studies.selectors.allocation`.
 
 ``Item.tie_rank`` (the order among items with equal counts) is drawn by the planner from the
 study seed, not keyed. A worker sees items, never ranks, and the rank is independent of the right
@@ -50,19 +47,21 @@ have) it tells which item the *first* participants of a study get. See ``docs/wo
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef
+from django.db.models import Count, F
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
+from studies.lib import rows
+from studies.lib.choices import assignment_choices
+from studies.lib.slots import catch_slots, slot_rng
 from studies.models import Assignment, Item, Participant, Study
-from studies.selectors import rows
+from studies.selectors.allocation import item_candidates, main_slot_available, planned_trials
+from studies.selectors.participation import stage_allows_status
 
 #: How often a request retries when every free candidate is locked by another transaction.
 LOCKED_RETRIES = 20
@@ -72,96 +71,6 @@ LOCKED_BACKOFF_S = 0.002
 #: is shorter). Three minutes: a trial takes a worker seconds, and a script that takes a trial
 #: and never answers gives its slot back three times sooner than with the default 600 s.
 FIRST_LEASE_SECONDS = 180
-
-
-@dataclass(frozen=True)
-class AssignmentChoices:
-    """The random choices one assignment shows (drawn by the keyed :func:`slot_rng`)."""
-
-    option_order: list[int]
-    model_a_shown_left: bool | None
-
-
-@dataclass(frozen=True)
-class SlotCounts:
-    """How far a participant is: answered and open slots, and the plan."""
-
-    answered: int
-    open: int
-    expired: int
-    planned: int
-    n_catch: int
-
-
-#: The key salt of :func:`slot_rng` (``salted_hmac`` with ``SECRET_KEY``).
-SLOT_RNG_SALT = "xaistudy.slot-rng"
-
-
-def slot_rng(*, seed: int, participant_token: str, label: str) -> random.Random:
-    """A deterministic generator for one participant's choice ``label``, keyed with the server secret.
-
-    Seeded with ``HMAC-SHA256(key from SECRET_KEY and SLOT_RNG_SALT, f"{seed}:{token}:{label}")``:
-    the server can draw the same values again, a worker who knows their token and the study seed
-    cannot (the former ``random.Random(f"{seed}:{token}:{label}")`` could be replayed by anyone).
-    """
-    digest = salted_hmac(SLOT_RNG_SALT, f"{seed}:{participant_token}:{label}", algorithm="sha256").digest()
-    return random.Random(int.from_bytes(digest, "big"))
-
-
-def assignment_choices(*, study: Study, participant_token: str, slot: int | str, item: Item) -> AssignmentChoices:
-    """Draw the option order and the Robot A side of slot ``slot`` (0-based, or a label) for an item.
-
-    Discrimination: ``option_order`` is a permutation of ``range(len(item.options))``.
-    Trust: ``model_a_shown_left`` is a fair coin (the pair's model A shown as Robot A).
-    Called when a lease is taken (the result is stored on the ``Assignment``) and for practice
-    trials (not stored, re-derived per attempt). Anything that needs what a worker saw reads the
-    stored assignment, not this function.
-    """
-    rng = slot_rng(seed=study.seed, participant_token=participant_token, label=f"slot{slot}")
-    order = list(range(len(item.options or [])))
-    rng.shuffle(order)
-    side = rng.random() < 0.5 if study.kind == Study.Kind.TRUST else None
-    return AssignmentChoices(option_order=order, model_a_shown_left=side)
-
-
-def catch_slots(*, study: Study, participant_token: str, planned: int, n_catch: int) -> frozenset[int]:
-    """The 0-based slots that show a catch trial: ``n_catch`` distinct slots drawn from 1..planned-1 (keyed)."""
-    if n_catch <= 0 or planned <= 1:
-        return frozenset()
-    rng = slot_rng(seed=study.seed, participant_token=participant_token, label="catch")
-    return frozenset(rng.sample(range(1, planned), min(n_catch, planned - 1)))
-
-
-def slot_counts(*, participant: Participant) -> SlotCounts:
-    """Count a participant's answered/open/expired assignments and the planned number of trials.
-
-    Planned = ``trials_per_participant`` + min(``catch_trials``, catch items available). Two queries.
-    """
-    study = participant.study
-    answered, open_, expired = rows.fetchone(
-        _slot_counts_sql(rows.vendor()),
-        [Assignment.Status.ANSWERED, Assignment.Status.LEASED, Assignment.Status.EXPIRED, participant.pk],
-    )
-    planned, n_catch = _planned(study=study)
-    return SlotCounts(answered=answered, open=open_, expired=expired, planned=planned, n_catch=n_catch)
-
-
-@cache
-def _slot_counts_sql(vendor: str) -> str:
-    status = rows.q("status")
-    counts = ", ".join(f"COUNT(CASE WHEN {status} = %s THEN 1 END)" for _ in range(3))
-    return f"SELECT {counts} FROM {rows.table(Assignment)} WHERE {rows.q('participant_id')} = %s"
-
-
-def _candidates(*, study: Study, participant: Participant, role: str):  # type: ignore[no-untyped-def]
-    seen = Assignment.objects.filter(item=OuterRef("pk"), participant=participant)
-    query = Item.objects.filter(study=study, role=role).filter(~Exists(seen))
-    if role == Item.Role.MAIN:
-        query = query.annotate(in_use=F("n_answered") + F("n_leased")).filter(
-            in_use__lt=study.judgments_per_item
-        )
-        return query.order_by("in_use", "tie_rank", "id")
-    return query.order_by("tie_rank", "id")
 
 
 def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
@@ -179,7 +88,7 @@ def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
             if item is not None:
                 return item
         else:
-            candidates = _candidates(study=study, participant=participant, role=Item.Role.MAIN)
+            candidates = item_candidates(study=study, participant=participant, role=Item.Role.MAIN)
             item = candidates.select_for_update(skip_locked=True, of=("self",)).first()
             if item is not None:
                 took = (
@@ -191,7 +100,7 @@ def _take_main_slot(*, study: Study, participant: Participant) -> Item | None:
                 if took:
                     return item
                 continue
-        if not _candidates(study=study, participant=participant, role=Item.Role.MAIN).exists():
+        if not item_candidates(study=study, participant=participant, role=Item.Role.MAIN).exists():
             return None  # nothing free at all (not merely locked)
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
@@ -241,7 +150,7 @@ def _take_catch_item(*, study: Study, participant: Participant, slot: int) -> It
     A study has few catch items, so the unseen ones are read whole and the generator picks
     among them in ``(tie_rank, id)`` order.
     """
-    unseen = list(_candidates(study=study, participant=participant, role=Item.Role.CATCH))
+    unseen = list(item_candidates(study=study, participant=participant, role=Item.Role.CATCH))
     if not unseen:
         return None
     rng = slot_rng(seed=study.seed, participant_token=participant.token, label=f"catch{slot}")
@@ -255,20 +164,6 @@ class TrialLease:
     leases: list[Assignment]
     answered: int
     planned: int
-
-
-def _planned(*, study: Study) -> tuple[int, int]:
-    """``(planned, n_catch)``: ``trials_per_participant`` + min(``catch_trials``, catch items)."""
-    n_catch = 0
-    if study.catch_trials:
-        (available,) = rows.fetchone(_catch_count_sql(rows.vendor()), [study.pk, Item.Role.CATCH])
-        n_catch = min(study.catch_trials, available)
-    return study.trials_per_participant + n_catch, n_catch
-
-
-@cache
-def _catch_count_sql(vendor: str) -> str:
-    return f"SELECT COUNT(*) FROM {rows.table(Item)} WHERE {rows.q('study_id')} = %s AND {rows.q('role')} = %s"
 
 
 def participant_lock(participant_id: int) -> tuple[str, bool]:
@@ -384,10 +279,10 @@ def _trial_lease_once(
     study = participant.study
     with transaction.atomic():
         status, practice_passed = participant_lock(participant.pk)
-        if only_if_answering and (status != Participant.Status.IN_PROGRESS or not practice_passed):
+        if only_if_answering and not stage_allows_status("trials", status=status, practice_passed=practice_passed):
             return TrialLease(leases=[], answered=0, planned=0), False
         n_held, answered, open_leases = _held(participant.pk)
-        planned, n_catch = _planned(study=study)
+        planned, n_catch = planned_trials(study=study)
         used = answered + len(open_leases)
         ahead = lookahead if answered else 0  # the look-ahead is for participants who answer
         want = min(1 + ahead, planned - answered)
@@ -436,11 +331,6 @@ def assignments_lease(*, participant: Participant, lookahead: int = 1, now: date
     ``expires_at`` is not extended. See :func:`trial_lease`.
     """
     return trial_lease(participant=participant, lookahead=lookahead, now=now).leases
-
-
-def main_slot_available(*, participant: Participant) -> bool:
-    """Whether some main item still has a free slot this participant has not seen (one query)."""
-    return _candidates(study=participant.study, participant=participant, role=Item.Role.MAIN).exists()
 
 
 def leases_sweep(*, now: datetime | None = None, batch: int = 500) -> int:

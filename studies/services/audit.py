@@ -2,7 +2,7 @@
 
 ``study_audit`` re-derives, from the rows themselves, every invariant the worker flow promises
 and names each violation. It only reads; run it after a pilot, a load test or a fault (the fault
-tests in ``tests/services/test_faults.py`` end with it), or from ``manage.py audit_study``.
+tests in ``tests/integration/test_faults.py`` end with it), or from ``manage.py audit_study``.
 
 "Acknowledged" is defined from the data: a submit was acknowledged to the worker exactly when
 its assignment moved to ``answered`` (the flow writes the ``Response`` and that transition in one
@@ -11,7 +11,8 @@ transaction and answers the HTTP request only after the commit). The invariants:
 1. ``responses``: every ``answered`` assignment has exactly one ``Response`` (the one-to-one key
    enforces "at most one"; the audit checks "at least one"), and every ``Response`` belongs to an
    ``answered`` assignment; an answered assignment carries ``answered_at``.
-2. ``correctness``: a discrimination response's ``correct`` flag equals
+2. ``correctness``: where the study's design keeps a re-derivable flag (``Design.audits_correct``;
+   class discrimination), a response's ``correct`` flag equals ``Design.correct_expected``:
    ``chosen_option == item.correct_option``.
 3. ``quota``: for each main item, ``answered + open leases <= study.judgments_per_item``.
 4. ``counters``: each item's ``n_answered`` / ``n_leased`` equal the counts of its ``answered`` /
@@ -25,8 +26,8 @@ transaction and answers the HTTP request only after the commit). The invariants:
    ``completion_code_derive(study, token)``, and no two participants share one.
 8. ``choices``: every assignment stores the random choices its worker saw, and they are
    well-formed: ``option_order`` a permutation of the item's option indices, ``model_a_shown_left``
-   set on trust trials and empty otherwise. The audit reads what was stored; it never re-derives a
-   choice from the seed (the draws are keyed with ``SECRET_KEY``, ``allocation.slot_rng``, so a
+   set on trials with two sides (trust) and empty otherwise (``Design.stored_side_problem``). The audit reads what was stored; it never re-derives a
+   choice from the seed (the draws are keyed with ``SECRET_KEY``, ``lib.slots.slot_rng``, so a
    re-derivation would also break when the key is rotated).
 9. ``screened``: a participant screened out by the practice holds no assignment, no completion
    code and no passed practice, and used at least one practice attempt.
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from django.core.files.storage import default_storage
 from django.db.models import Count, Q
 
+from studies.designs import design_for
 from studies.models import Assignment, Item, Participant, Response, Stimulus, Study
 from studies.services.participation import completion_code_derive
 from studies.services.storage import storage_sha256
@@ -103,13 +105,14 @@ def _check_responses(report: AuditReport, study: Study) -> None:
 
 
 def _check_correctness(report: AuditReport, study: Study) -> None:
-    if study.kind != Study.Kind.CLASS_DISCRIMINATION:
+    design = design_for(study)
+    if not design.audits_correct:
         return
     rows = Response.objects.filter(assignment__item__study=study, assignment__item__correct_option__isnull=False)
     for pk, chosen, correct, right in rows.values_list(
         "pk", "chosen_option", "correct", "assignment__item__correct_option"
     ):
-        expected = None if chosen is None else chosen == right
+        expected = design.correct_expected(chosen_option=chosen, correct_option=right)
         if correct != expected:
             report.add("correctness", f"response {pk} chose {chosen}, item's right option is {right}, "
                                       f"but correct={correct}")  # fmt: skip
@@ -168,7 +171,7 @@ def _check_codes(report: AuditReport, study: Study) -> None:
 
 
 def _check_choices(report: AuditReport, study: Study) -> None:
-    trust = study.kind == Study.Kind.TRUST
+    design = design_for(study)
     rows = Assignment.objects.filter(item__study=study).values_list(
         "token", "option_order", "model_a_shown_left", "item__options"
     )
@@ -176,10 +179,8 @@ def _check_choices(report: AuditReport, study: Study) -> None:
         n = len(options or [])
         if not isinstance(order, list) or sorted(order) != list(range(n)):
             report.add("choices", f"assignment {token} stores option_order {order!r}, not a permutation of {n} options")
-        if trust and a_left is None:
-            report.add("choices", f"assignment {token} (trust) stores no Robot A side")
-        elif not trust and a_left is not None:
-            report.add("choices", f"assignment {token} (not trust) stores a Robot A side")
+        if (problem := design.stored_side_problem(a_left)) is not None:
+            report.add("choices", f"assignment {token} {problem}")
 
 
 def _check_screened(report: AuditReport, study: Study) -> None:

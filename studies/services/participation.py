@@ -57,15 +57,19 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from studies.designs.registry import design_for
+from studies.lib.choices import AssignmentChoices, practice_choices
+from studies.lib.slots import slot_rng
 from studies.models import Item, Participant, Study
-from studies.services.allocation import (
-    AssignmentChoices,
-    assignment_choices,
-    main_slot_available,
-    slot_counts,
-    slot_rng,
-    study_leases_sweep,
+from studies.selectors.allocation import main_slot_available, slot_counts
+from studies.selectors.participation import (
+    practice_attempt,
+    practice_attempt_limit,
+    practice_exhausted,
+    questionnaire_pending,
+    stage_allows,
 )
+from studies.services.allocation import study_leases_sweep
 from studies.services.exclusion import PLATFORM_ID_RE, exclusion_reason, platform_id_normalize
 from studies.services.responses import AnswerInvalid, answer_score
 
@@ -175,12 +179,12 @@ class EntryResult:
 class PracticeFeedback:
     item_public_id: str
     correct: bool | None
-    #: The displayed index of the right option (discrimination), else ``None``.
+    #: The displayed index of the right option (a choice among options), else ``None``.
     correct_choice: int | None
-    #: Trust items with a right answer: the robot as displayed, ``"A"`` (left) or ``"B"`` (right).
+    #: A right robot (a design with two robots): the robot as displayed, ``"A"`` (left) or ``"B"`` (right).
     correct_robot: Literal["A", "B"] | None = None
-    #: The right answer in words: the option's label (discrimination), else ``""`` (the page and
-    #: the API name the robot with the study's wording).
+    #: The right answer in words: the option's label, else ``""`` (the page and the API name a
+    #: robot with the study's wording). All three from ``Design.practice_feedback``.
     right_answer: str = ""
 
 
@@ -561,7 +565,7 @@ def participant_consent(
 # is asked to return the submission and is never rejected for it). The study has a *pool* of
 # practice items (the planner makes ``practice_trials * practice_attempts`` of them where the
 # images allow). Attempt k shows ``practice_trials`` items drawn from the pool by the keyed
-# generator (``allocation.slot_rng``, label ``practice-draw{k}``): items not shown yet come first,
+# generator (``lib.slots.slot_rng``, label ``practice-draw{k}``): items not shown yet come first,
 # then the worked example, then the items of the oldest earlier attempt, so a retry shows other
 # items whenever the pool holds enough (and a retry cannot be answered from the previous
 # attempt's feedback). A smaller pool reuses items, always with a fresh option order and Robot A
@@ -625,29 +629,6 @@ def practice_draw(*, study: Study, participant_token: str, attempt: int, pool: l
     return draw
 
 
-def practice_choices(*, study: Study, participant_token: str, attempt: int, item: Item) -> AssignmentChoices:
-    """Option order and Robot A side of one practice item in one attempt (keyed, re-derived, not stored)."""
-    return assignment_choices(study=study, participant_token=participant_token, slot=f"practice{attempt}-{item.public_id}",
-                              item=item)  # fmt: skip
-
-
-def practice_attempt_limit(study: Study) -> int:
-    """The attempts a participant has: ``study.practice_attempts``, at least 1 (whatever the row holds)."""
-    return max(study.practice_attempts or 0, 1)
-
-
-def practice_attempt(participant: Participant) -> int:
-    """The participant's current (next ungraded) practice attempt, 1-based."""
-    return participant.practice_attempts_used + 1
-
-
-def practice_exhausted(participant: Participant) -> bool:
-    """Screened out, or every allowed attempt used without passing."""
-    if participant.status == Participant.Status.SCREENED_OUT:
-        return True
-    return not participant.practice_passed and participant.practice_attempts_used >= practice_attempt_limit(participant.study)
-
-
 SCREENED_OUT_MESSAGE = (
     "Thank you for your time. The practice questions were not answered correctly in the {attempts} attempt{s} "
     "this study allows, so the study ends here: no further questions will be shown."
@@ -671,15 +652,12 @@ def screened_out_message(*, participant: Participant) -> str:
 
 
 def _practice_feedback(*, study: Study, item: Item, choices: AssignmentChoices, correct: bool | None) -> PracticeFeedback:
-    correct_choice, correct_robot, right_answer = None, None, ""
-    if item.correct_option is not None:
-        if study.kind == Study.Kind.TRUST:
-            a_left = choices.model_a_shown_left is not False
-            correct_robot = "A" if (item.correct_option == 0) == a_left else "B"
-        elif item.correct_option in choices.option_order:
-            correct_choice = choices.option_order.index(item.correct_option)
-            right_answer = str(item.options[item.correct_option])
-    return PracticeFeedback(item.public_id, correct, correct_choice, correct_robot, right_answer)
+    """The feedback on one graded practice item: what its design names as the right answer
+    (``Design.practice_feedback``) for the choices the worker was shown."""
+    correct_choice, correct_robot, right_answer = design_for(study).practice_feedback(
+        item=item, option_order=choices.option_order, model_a_shown_left=choices.model_a_shown_left
+    )
+    return PracticeFeedback(item.public_id, correct, correct_choice, correct_robot, right_answer)  # type: ignore[arg-type]
 
 
 def practice_grade(*, participant: Participant, answers: Mapping[str, Any], attempt: int | None = None) -> PracticeResult:
@@ -715,7 +693,7 @@ def practice_grade(*, participant: Participant, answers: Mapping[str, Any], atte
 def _practice_grade_locked(locked: Participant, *, answers: Mapping[str, Any], attempt: int | None) -> PracticeResult:
     """:func:`practice_grade` inside its transaction, the participant's row locked."""
     study = locked.study
-    if locked.status != Participant.Status.CONSENTED or locked.practice_passed:
+    if not stage_allows(locked, "practice"):
         raise StepNotAllowed(f"practice is not open (status {locked.status}"
                              f"{', passed' if locked.practice_passed else ''})")  # fmt: skip
     current = practice_attempt(locked)
@@ -795,11 +773,6 @@ def questionnaire_questions(*, study: Study) -> list[Question]:
     return questions
 
 
-def questionnaire_pending(*, participant: Participant) -> bool:
-    """Whether the study asks closing questions this participant has not submitted yet."""
-    return bool(participant.study.questionnaire) and "submitted_at" not in (participant.questionnaire or {})
-
-
 def questionnaire_submit(*, participant: Participant, answers: Mapping[str, Any], now: datetime | None = None) -> Participant:
     """Validate and store the closing questionnaire (once; a resubmit is ignored)."""
     if participant.status != Participant.Status.IN_PROGRESS:
@@ -871,7 +844,7 @@ def participant_complete(*, participant: Participant, now: datetime | None = Non
     with transaction.atomic():
         locked = Participant.objects.select_for_update().select_related("study").get(pk=participant.pk)
         if locked.status != Participant.Status.COMPLETED:
-            if locked.status != Participant.Status.IN_PROGRESS or not locked.practice_passed:
+            if not stage_allows(locked, "trials"):
                 raise StepNotAllowed(f"cannot complete from status {locked.status}")
             if not participant_trials_done(participant=locked):
                 raise StepNotAllowed("trials remain")

@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import IO, Any
 
-from studies.exports import csv_lines, export_rows
 from studies.models import ClassifierModel, Item, Study
 from studies.selectors.participation import study_wording
+from studies.services.exports import csv_lines, export_rows
 from studies.services.participation import questionnaire_questions
 from studies.services.results import study_results_compute
 
@@ -152,8 +152,8 @@ def study_repro_pack_write(*, study: Study, fileobj: IO[bytes], include_simulate
         archive.writestr("models.json", json.dumps(_models(study), indent=2))
         archive.writestr("stimuli.csv", _stimuli_csv(study))
         archive.writestr("versions.json", json.dumps(software_versions(), indent=2))
-        for kind in ("tidy", "summary", "pairwise", "exclusions", "questionnaire"):
-            header, rows = export_rows(study=study, kind=kind, results=results)
-            with archive.open(f"exports/{kind}.csv", "w") as member:
+        for export in ("tidy", "summary", "pairwise", "exclusions", "questionnaire"):
+            header, rows = export_rows(study=study, kind=export, results=results)
+            with archive.open(f"exports/{export}.csv", "w") as member:
                 for line in csv_lines(header, rows):
                     member.write(line.encode("utf-8"))

@@ -14,7 +14,8 @@ the trial stays leased and can be answered once it has been shown. Showing is re
 trial views (``trial_lease(mark_shown=True)``: ``GET /api/v1/participant/trial`` and the
 worker page), so a client that fetches the trial before answering it is unaffected.
 
-Scores (Selvaraju et al. 2017, §5.2; Zhou et al. 2018, §3.4):
+Scores (Selvaraju et al. 2017, §5.2; Zhou et al. 2018, §3.4) are the study design's rule
+(``Design.answer_range`` and ``Design.answer_score`` in ``studies/designs/``):
 - discrimination: ``chosen_option = option_order[choice]``, ``correct = chosen_option == item.correct_option``;
 - trust: the 5-point scale position ``choice`` in 0..4 (0 = "Robot A is clearly more reasonable")
   gives ``score_robot_a = 2 - choice``; ``score_model_a = score_robot_a`` when the pair's model A
@@ -34,15 +35,16 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from studies.designs.registry import design_for
+from studies.lib import rows
 from studies.models import Assignment, Item, Participant, Response, Study
-from studies.selectors import rows
+from studies.selectors.participation import stage_allows_status
 from studies.services.allocation import participant_lock
 
 MAX_FOCUS_EVENTS = 200
 FOCUS_EVENT_TYPES = frozenset({"focus", "blur", "visible", "hidden"})
 MAX_RESPONSE_MS = 6 * 60 * 60 * 1000
 MAX_COMMENT_CHARS = 2000
-TRUST_SCALE_POINTS = 5
 NOT_SHOWN = "this trial has not been shown yet; answer the trial you are shown"
 
 
@@ -80,25 +82,21 @@ class Scored:
 
 
 def answer_score(*, study: Study, item: Item, option_order: list[int], model_a_shown_left: bool | None, choice: int) -> Scored:
-    """Turn a displayed choice into the stored fields (see the module docstring for the rule)."""
+    """Turn a displayed choice into the stored fields (see the module docstring for the rule).
+
+    ``choice`` must be an integer in the design's ``answer_range`` (``AnswerInvalid("choice", ...)``
+    otherwise); the design scores it (``Design.answer_score``).
+    """
     if isinstance(choice, bool) or not isinstance(choice, int):
         raise AnswerInvalid("choice", "must be an integer")
-    if study.kind == Study.Kind.TRUST:
-        if not 0 <= choice < TRUST_SCALE_POINTS:
-            raise AnswerInvalid("choice", f"must be 0..{TRUST_SCALE_POINTS - 1} (scale position)")
-        score_robot_a = 2 - choice
-        score = score_robot_a if model_a_shown_left is not False else -score_robot_a
-        correct = None
-        if item.correct_option == 0:
-            correct = score > 0
-        elif item.correct_option == 1:
-            correct = score < 0
-        return Scored(chosen_option=None, correct=correct, score_model_a=score)
-    if not 0 <= choice < len(option_order):
-        raise AnswerInvalid("choice", f"must be 0..{len(option_order) - 1} (displayed option)")
-    chosen = option_order[choice]
-    correct = None if item.correct_option is None else chosen == item.correct_option
-    return Scored(chosen_option=chosen, correct=correct, score_model_a=None)
+    design = design_for(study)
+    n, what = design.answer_range(option_order)
+    if not 0 <= choice < n:
+        raise AnswerInvalid("choice", f"must be 0..{n - 1} ({what})")
+    chosen, correct, score = design.answer_score(
+        item=item, option_order=option_order, model_a_shown_left=model_a_shown_left, choice=choice
+    )
+    return Scored(chosen_option=chosen, correct=correct, score_model_a=score)
 
 
 def focus_events_clean(raw: Any) -> list[dict[str, int | str]]:
@@ -169,7 +167,7 @@ def response_record(
             raise AssignmentNotFound(assignment_token)
         if assignment.status == Assignment.Status.ANSWERED:
             return RecordOutcome(status="duplicate", assignment_token=assignment.token)
-        if status != Participant.Status.IN_PROGRESS or not practice_passed:
+        if not stage_allows_status("trials", status=status, practice_passed=practice_passed):
             raise ParticipantNotAnswering(status)
         if assignment.shown_at is None:
             raise AnswerInvalid("assignment", NOT_SHOWN)

@@ -2,9 +2,9 @@
 
 The results page, the plots, the summary export and the reproducibility pack all read one
 :class:`StudyResults`, computed by :func:`study_results_compute` from
-:func:`studies.selectors.judgments.study_judgments_load` and
-:func:`studies.analysis.analyse_with_and_without_exclusions` (both the table on every worker
-and the table without the workers the study's exclusion rules flag). It is live: the cache
+:func:`studies.selectors.judgments.study_judgments_load` and the study design's analysis
+(``Design.analyse``: the design's table of :mod:`studies.analysis` on every worker and without
+the workers the study's exclusion rules flag). It is live: the cache
 key holds the number of responses and the newest response id, so a new judgment gives a new
 key, and entries expire after ``RESULTS_CACHE_SECONDS`` anyway.
 """
@@ -26,10 +26,10 @@ from studies.analysis import (
     PairwiseRow,
     StudyAnalysis,
     TrustAnalysis,
-    analyse_with_and_without_exclusions,
     rows_as_dicts,
     rules_from_json,
 )
+from studies.designs import design_for
 from studies.models import EvaluationResult, Response, Study
 from studies.selectors.judgments import StudyJudgments, study_judgments_load
 
@@ -68,7 +68,9 @@ class StudyResults:
 
     Attributes:
         study_id: The study.
-        kind: ``"discrimination"`` or ``"trust"``.
+        design: The study's design (``Study.kind``).
+        kind: The design's analysis (``Design.analysis_name``: ``discrimination``, ``trust``), the
+            ``kind`` column of the summary and pairwise exports.
         include_simulated: Whether simulated observers' judgments were analysed.
         analysis: The tables without and with the study's exclusions, and the exclusion report.
         method_names: Row order of the tables.
@@ -85,6 +87,7 @@ class StudyResults:
     """
 
     study_id: int
+    design: str
     kind: str
     include_simulated: bool
     analysis: StudyAnalysis
@@ -148,16 +151,16 @@ def study_results_compute(
     keep = np.ones(len(j), dtype=bool) if include_simulated else ~j.is_simulated
     j_used = j if include_simulated else j.subset(keep)
     start = time.perf_counter()
-    kwargs: dict[str, Any] = {"n_boot": n_boot, "seed": study.seed % 2**32 if seed is None else seed}
-    if data.kind == "discrimination":
-        kwargs["n_options"] = max(2, data.n_options)
-    analysis = analyse_with_and_without_exclusions(j_used, rules, kind=data.kind, **kwargs)
+    design = design_for(data.design)
+    analysis = design.analyse(j_used, rules, n_options=data.n_options, n_boot=n_boot,
+                              seed=study.seed % 2**32 if seed is None else seed)  # fmt: skip
     analysis_seconds = time.perf_counter() - start
     edges, counts = _timeline(data.answered_ms, keep & main)
     used_main = ~j_used.is_catch
     return StudyResults(
         study_id=study.pk,
-        kind=data.kind,
+        design=design.name,
+        kind=design.analysis_name,
         include_simulated=include_simulated,
         analysis=analysis,
         method_names=j.method_names,
@@ -187,7 +190,7 @@ def study_results_get(*, study: Study, include_simulated: bool = True, n_boot: i
     The key holds the response count and newest response id (one aggregate query), the
     exclusion rules and the seed, so a new answer or a changed rule recomputes at once.
     """
-    key = f"xaistudy:results:v1:{study.pk}:{int(include_simulated)}:{n_boot}:{_fingerprint(study)}"
+    key = f"xaistudy:results:v2:{study.pk}:{int(include_simulated)}:{n_boot}:{_fingerprint(study)}"
     results = cache.get(key)
     if results is None:
         results = study_results_compute(study=study, include_simulated=include_simulated, n_boot=n_boot)
@@ -231,17 +234,18 @@ def evaluations_beside_human(
 
     Returns:
         ``(metrics, rows)``: the metric names (sorted) and one row per method, in the table's
-        order then any method only the evaluation knows, with ``method``, ``human`` (accuracy
-        or mean trust score), ``human_low``/``human_high`` (bootstrap interval) and
+        order then any method only the evaluation knows, with ``method``, ``human`` (the design's
+        score, ``Design.human_score``: accuracy, mean trust score), ``human_low``/``human_high`` (bootstrap interval) and
         ``metrics``: ``{metric: EvaluationRow}``.
     """
     metrics = sorted({e.metric for e in evaluations})
     by_method: dict[str, dict[str, EvaluationRow]] = {}
     for e in evaluations:
         by_method.setdefault(e.method, {})[e.metric] = e
+    design = design_for(results.design)
     rows: list[dict[str, Any]] = []
     for row in results.table(with_exclusions=with_exclusions).rows:
-        human = row.accuracy if results.kind == "discrimination" else row.mean
+        human = design.human_score(row)
         rows.append({"method": row.method, "human": _finite(human), "human_low": _finite(row.boot_low),
                      "human_high": _finite(row.boot_high), "metrics": by_method.pop(row.method, {})})  # fmt: skip
     for method in sorted(by_method):

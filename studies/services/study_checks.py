@@ -5,7 +5,7 @@ One function serves the admin form, commands and services, so every door gives t
 
 - ``methods``: a non-empty list of distinct names from the engine's registry
   (``explainers.registry.METHODS``, imported without torch).
-- ``question`` / ``wording``: only the placeholders the page fills (``studies.wording``).
+- ``question`` / ``wording``: only the placeholders the page fills (``studies.lib.wording``).
 - ``model`` / ``model_pair``: what the kind needs (the database holds the same rule as a check
   constraint; here it is a form error instead of an ``IntegrityError``).
 - ``trials_per_participant``: a worker sees an item at most once, so at most the number of main
@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from explainers.registry import METHODS
+from studies.designs import design_for
+from studies.lib.wording import wording_errors
 from studies.models import Item, Study
-from studies.wording import wording_errors
 
 
 def method_choices() -> list[tuple[str, str]]:
@@ -57,10 +58,10 @@ def study_config_errors(*, study: Study, n_main_items: int | None = None) -> dic
     add("methods", _method_errors(study.methods))
     for field, message in wording_errors(study.kind, study.wording, study.question).items():
         add(field if field in ("question", "wording") else "wording", [message])
-    if study.kind == Study.Kind.TRUST and study.model_pair_id is None:
-        add("model_pair", ["a trust study compares two models: choose a model pair"])
-    if study.kind == Study.Kind.CLASS_DISCRIMINATION and study.model_id is None:
-        add("model", ["a discrimination study explains one model: choose it"])
+    design = design_for(study)
+    for field, message in design.config_errors(study).items():
+        add(field, [message])
+    add("explainer_options", design.options_errors(study))
     if n_main_items is None and study.pk is not None:
         counted = Item.objects.filter(study_id=study.pk, role=Item.Role.MAIN).count()
         n_main_items = counted or None

@@ -4,24 +4,29 @@
 stores the report (with its time and a fingerprint of what it measured) in
 ``Study.validity_report``; ``manage.py audit_stimuli``, the admin's "Run the validity audit"
 action and the study's admin page (a read-only panel) show it. Publishing needs it:
-:func:`validity_publish_refusal` (called by ``services.prepare.study_publish`` and by the admin
+:func:`validity_publish_refusal` (called by ``services.lifecycle.study_publish`` and by the admin
 when the status is set to live) reruns the audit when the stored report is missing or stale and
 refuses unless it passed, or the researcher acknowledged its failures
 (``Study.validity_acknowledged``) after seeing them. A report measured on other items or stimuli
 (a new fingerprint) clears the acknowledgement: it was given for other figures.
 
+A check the study's design declares not applicable (``Design.validity_not_applicable``: trust has
+no ``blind_observer``, discrimination no ``robot_a_side``) reports ``n/a`` with the design's reason.
 Each check has what was measured, the figure, the threshold and ``pass`` / ``fail`` / ``n/a``
 (thresholds are the constants below; the statistics are in
 :mod:`studies.analysis.validity_stats`):
 
 1. ``stimulus_format``: every stimulus the study shows (main, catch and practice, every method
    and model) has the same width, height, mode, bit depth and PNG metadata chunks.
-2. ``file_size``: median and IQR of the PNG bytes per method (trust: per method and model); the
+2. ``file_size``: median and IQR of the PNG bytes per method (a design showing a model pair, trust:
+   per method and model); the
    largest median may be at most :data:`SIZE_RATIO_MAX` times the smallest (a size that depends
    on the method beyond what its pictures show points at an encoding difference).
-3. ``position_balance``: discrimination: in the main items' images, each category's box is on
-   the left (of the other category's box) in about half of its images; trust: the class both
-   robots predicted is the left object in about half of the main items:
+3. ``position_balance`` (the design's ``position_balance``): ``categories`` (discrimination): in
+   the main items' images, each category's box is on the left (of the other category's box) in
+   about half of its images; ``target`` (trust): the category a trial is about
+   (``Design.layout_target``; trust: the class both robots predicted) is the left object in about
+   half of the main items:
    ``|left - right| <= max(1, POSITION_TOLERANCE * n)`` (trust: or a two-sided binomial
    ``p >= TRUST_SIDE_ALPHA``; a trust trial has no right answer that the side could give away).
 4. ``catch_lookalike``: a class-balanced logistic regression on simple picture statistics
@@ -51,6 +56,7 @@ from typing import Any, Literal
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
+from studies.designs import design_for
 from studies.models import Assignment, Image, Item, Stimulus, Study
 
 logger = logging.getLogger(__name__)
@@ -253,7 +259,9 @@ class _Context:
     def __init__(self, *, study: Study, items: list[Item]):
         self.study = study
         self.items = items
-        self.discrimination = study.kind == Study.Kind.CLASS_DISCRIMINATION
+        self.design = design_for(study)
+        #: stimuli differ by model as well as by method (a design that shows a model pair)
+        self.per_model = self.design.models_from == "pair"
         self._facts: dict[int, tuple[int, Any] | None] = {}
 
     def by_role(self, role: str) -> list[Item]:
@@ -316,7 +324,7 @@ def _check_format(ctx: _Context) -> ValidityCheck:
     for item, stimulus in stimuli:
         facts = ctx.facts(stimulus)
         found = facts[1] if facts is not None else None
-        where = f"{item.role} {stimulus.method}" + ("" if ctx.discrimination else f" {_model_name(ctx, stimulus)}")
+        where = f"{item.role} {stimulus.method}" + (f" {_model_name(ctx, stimulus)}" if ctx.per_model else "")
         if found is None:
             unreadable.append(f"{stimulus.file.name} ({where}): {'missing' if facts is None else 'not a PNG'}")
             continue
@@ -345,7 +353,7 @@ def _model_name(ctx: _Context, stimulus: Stimulus) -> str:
 def _check_file_size(ctx: _Context) -> ValidityCheck:
     from studies.analysis.validity_stats import size_summary
 
-    per_model = not ctx.discrimination
+    per_model = ctx.per_model
     measured = ("PNG bytes of the main stimuli per method" + (" and model" if per_model else "")
                 + ": median and interquartile range")  # fmt: skip
     threshold = f"largest median <= {SIZE_RATIO_MAX:g} x smallest median"
@@ -377,24 +385,18 @@ def _check_file_size(ctx: _Context) -> ValidityCheck:
 
 def _layouts(ctx: _Context) -> tuple[dict[int, Any], list[tuple[Any, str, str]]]:
     """The main items' two-category images as layouts, and the distinct ``(layout, target, other)``
-    trials (discrimination: the explained option; trust: the class both robots predicted)."""
+    trials (``Design.layout_target``; discrimination: the explained option; trust: the class both
+    robots predicted)."""
     from studies.analysis.validity_stats import layout_from_boxes
 
     layouts: dict[int, Any] = {}
     trials: dict[tuple[int, str], tuple[Any, str, str]] = {}
     for item in ctx.by_role(Item.Role.MAIN):
         image = item.image
-        if ctx.discrimination:
-            options = list(item.options or [])
-            if len(options) != 2 or item.correct_option not in (0, 1):
-                continue
-            target, other = options[item.correct_option], options[1 - item.correct_option]
-        else:
-            options = list(dict.fromkeys(image.categories or []))
-            if len(options) != 2 or item.target_label not in options:
-                continue
-            target = item.target_label
-            other = options[1 - options.index(target)]
+        found = ctx.design.layout_target(item)
+        if found is None:
+            continue
+        options, target, other = found
         if image.pk not in layouts:
             layouts[image.pk] = layout_from_boxes(str(image.pk), image.width, options, image.boxes or [])
         trials[(image.pk, target)] = (layouts[image.pk], target, other)
@@ -419,14 +421,16 @@ def _check_position_balance(ctx: _Context) -> ValidityCheck:
 
     rule = (f"|left - right| <= max(1, {POSITION_TOLERANCE:g} x n), i.e. left share "
             f"{_pct(0.5 - POSITION_TOLERANCE / 2)}-{_pct(0.5 + POSITION_TOLERANCE / 2)}")  # fmt: skip
-    if ctx.discrimination:
+    categories = ctx.design.position_balance == "categories"
+    target_name = ctx.design.target_name
+    if categories:
         measured = ("per category, over the main items' images: how often its box centre lies left of the other "
                     "category's (centres closer than 10% of the width: one above the other, neither side)")  # fmt: skip
         threshold = f"{rule}, for every category"
     else:
-        measured = ("over the main items: how often the class both robots predicted (the one the worker is told) is "
+        measured = (f"over the main items: how often {ctx.design.target_description} is "
                     "the left object of its image; per category counts for information")  # fmt: skip
-        threshold = (f"{rule}, for the predicted class's side, unless a two-sided binomial test cannot tell it from "
+        threshold = (f"{rule}, for the {target_name}'s side, unless a two-sided binomial test cannot tell it from "
                      f"50% (p >= {TRUST_SIDE_ALPHA:g})")  # fmt: skip
     title = "Category position balance"
     layouts, trials = _layouts(ctx)
@@ -438,21 +442,21 @@ def _check_position_balance(ctx: _Context) -> ValidityCheck:
     for layout, target, _other in trials:
         target_sides[layout.side(target) or "centre"] += 1
     target_line, target_bad, target_share = _side_line(
-        "target" if ctx.discrimination else "predicted class", target_sides["left"], target_sides["right"],
+        target_name, target_sides["left"], target_sides["right"],
         target_sides["centre"], "items")  # fmt: skip
     details: list[str] = []
     failed: list[str] = []
     worst: tuple[float, str] = (-1.0, "")
     for category, count in counts.items():
         line, bad, share = _side_line(category, count["left"], count["right"], count["centre"], "images")
-        details.append(line if ctx.discrimination else line.split(" - imbalance")[0])
+        details.append(line if categories else line.split(" - imbalance")[0])
         placed = count["left"] + count["right"]
-        if ctx.discrimination and bad:
+        if categories and bad:
             failed.append(category)
-        if ctx.discrimination and abs(share - 0.5) > worst[0]:
+        if categories and abs(share - 0.5) > worst[0]:
             worst = (abs(share - 0.5), f"{category} left in {count['left']} of {placed} placed images ({_pct(share)})")
     details.append(target_line)
-    if ctx.discrimination:
+    if categories:
         figure = f"most unbalanced: {worst[1]}"
         if failed:
             figure += f"; {len(failed)} of {len(counts)} categories outside the threshold"
@@ -461,10 +465,10 @@ def _check_position_balance(ctx: _Context) -> ValidityCheck:
 
         placed = target_sides["left"] + target_sides["right"]
         p_side = binomial_p(target_sides["left"], placed, 0.5)
-        figure = (f"predicted class on the left in {target_sides['left']} of {placed} placed items "
+        figure = (f"{target_name} on the left in {target_sides['left']} of {placed} placed items "
                   f"({_pct(target_share)}, p = {_p(p_side)})")  # fmt: skip
         if target_bad and p_side < TRUST_SIDE_ALPHA:
-            failed.append("predicted class")
+            failed.append(target_name)
     return ValidityCheck("position_balance", title, measured, figure, threshold, "fail" if failed else "pass",
                          details, {"counts": counts, "target_sides": target_sides, "failed": failed})  # fmt: skip
 
@@ -529,8 +533,8 @@ def _check_catch_lookalike(ctx: _Context) -> ValidityCheck:
 
 def _simulated_choices(ctx: _Context, items: list[Item], draws: int) -> list[tuple[Item, Any]]:
     """``draws`` fresh draws of the allocation's per-assignment choices over ``items`` (new tokens)."""
+    from studies.lib.choices import assignment_choices
     from studies.models import new_token
-    from studies.services.allocation import assignment_choices
 
     out = []
     per_participant = max(1, ctx.study.trials_per_participant)
@@ -552,9 +556,8 @@ def _check_blind_observer(ctx: _Context) -> ValidityCheck:
                 "the stored option orders (simulated draws before anyone took part)")  # fmt: skip
     threshold = f"fails at accuracy >= {_pct(0.5 + OBSERVER_MARGIN)} with one-sided binomial p < {OBSERVER_ALPHA:g} (chance 50%)"
     title = "Heatmap-blind observer"
-    if not ctx.discrimination:
-        return ValidityCheck("blind_observer", title, measured, "not applicable (trust: no right answer)",
-                             threshold, "n/a")  # fmt: skip
+    if (reason := ctx.design.validity_not_applicable.get("blind_observer")) is not None:
+        return ValidityCheck("blind_observer", title, measured, f"not applicable ({reason})", threshold, "n/a")
     _layouts_by_image, trials = _layouts(ctx)
     observers: list[ObserverResult] = []
     if trials:
@@ -588,8 +591,8 @@ def _check_robot_a_side(ctx: _Context) -> ValidityCheck:
                 f"assignments, and {SIMULATED_DRAWS} fresh draws of the allocation's choice")  # fmt: skip
     threshold = f"fails at |share - 50%| > {_pct(ROBOT_MARGIN)} with two-sided binomial p < {ROBOT_ALPHA:g}"
     title = "Robot A side balance"
-    if ctx.discrimination:
-        return ValidityCheck("robot_a_side", title, measured, "not applicable (discrimination)", threshold, "n/a")
+    if (reason := ctx.design.validity_not_applicable.get("robot_a_side")) is not None:
+        return ValidityCheck("robot_a_side", title, measured, f"not applicable ({reason})", threshold, "n/a")
     main = ctx.by_role(Item.Role.MAIN)
     samples: list[tuple[str, int, int]] = []
     stored = list(Assignment.objects.filter(item__study=ctx.study, item__role=Item.Role.MAIN, status__in=SHOWN,

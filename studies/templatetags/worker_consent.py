@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from studies.consent import consent_text_effective
+from studies.lib.consent import consent_text_effective
 
 register = template.Library()
 

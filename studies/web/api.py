@@ -17,15 +17,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
-from studies.consent import consent_text_effective
+from studies.designs.registry import design_for
+from studies.lib.consent import consent_text_effective
 from studies.models import Participant, Study
-from studies.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 from studies.selectors.participation import (
     ParticipantState,
     example_view,
     participant_by_token,
-    participant_state,
+    participant_next_step,
+    practice_attempt,
+    practice_attempt_limit,
+    practice_exhausted,
     practice_views,
+    stage_allows,
     study_wording,
     trial_view,
 )
@@ -43,11 +47,8 @@ from studies.services.participation import (
     participant_complete,
     participant_consent,
     participant_enter,
-    practice_attempt,
-    practice_attempt_limit,
     practice_draw,
     practice_example,
-    practice_exhausted,
     practice_grade,
     questionnaire_questions,
     questionnaire_submit,
@@ -61,7 +62,8 @@ from studies.services.responses import (
     response_record,
 )
 from studies.web.guards import JsonInvalid, json_parse
-from studies.web.openapi import SCHEMA
+from studies.web.openapi import schema
+from studies.web.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 
 TOKEN_HEADER = "X-Participant-Token"
 ENTRY_PARAMS = ("assignmentId", "hitId", "workerId", "turkSubmitTo", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "inv")
@@ -133,7 +135,7 @@ def _endpoint(methods: dict[str, Callable[[HttpRequest], JsonResponse]]) -> Call
 
 
 def _state_json(participant: Participant, state: ParticipantState | None = None) -> dict[str, Any]:
-    state = state or participant_state(participant)
+    state = state or participant_next_step(participant)
     data: dict[str, Any] = {"stage": state.stage, "answered": state.answered, "planned": state.planned}
     if state.stage == "completed":
         data["completion"] = _completion_json(participant)
@@ -159,7 +161,7 @@ def _study_json(study: Study) -> dict[str, Any]:
     return {
         "title": study.public_title,
         "description": study.public_description,
-        "kind": study.kind,
+        "kind": design_for(study).name,
         "question": wording.question,
         "hint": wording.hint,
         "consent_text": consent_text_effective(study.consent_text),
@@ -276,7 +278,7 @@ def _get_practice(request: HttpRequest) -> JsonResponse:
     participant = _participant(request)
     if practice_exhausted(participant):
         raise ScreenedOut(screened_out_message(participant=participant))
-    if participant.status != Participant.Status.CONSENTED or participant.practice_passed:
+    if not stage_allows(participant, "practice"):
         raise StepNotAllowed(f"practice is not open (status {participant.status})")
     attempt = practice_attempt(participant)
     items = practice_draw(study=participant.study, participant_token=participant.token, attempt=attempt)
@@ -330,16 +332,17 @@ def _post_practice(request: HttpRequest) -> JsonResponse:
 
 def _get_trial(request: HttpRequest) -> JsonResponse:
     participant = _participant(request)
-    if participant.status == Participant.Status.IN_PROGRESS and participant.practice_passed:
+    lease = None
+    if stage_allows(participant, "trials"):
         lease = trial_lease(participant=participant, mark_shown=True, only_if_answering=True)
-        if lease.leases:
-            view = trial_view(
-                participant=participant, leases=lease.leases, answered=lease.answered, planned=lease.planned,
-                absolute=request.build_absolute_uri,
-            )  # fmt: skip
-            state = ParticipantState(stage="trial", answered=lease.answered, planned=lease.planned)
-            return JsonResponse({"trial": _trial_json(view), "state": _state_json(participant, state)})
-    return JsonResponse({"trial": None, "state": _state_json(participant)})
+    step = participant_next_step(participant, lease=lease)
+    if step.stage == "trial" and step.leases:
+        view = trial_view(
+            participant=participant, leases=step.leases, answered=step.answered, planned=step.planned,
+            absolute=request.build_absolute_uri,
+        )  # fmt: skip
+        return JsonResponse({"trial": _trial_json(view), "state": _state_json(participant, step)})
+    return JsonResponse({"trial": None, "state": _state_json(participant, step)})
 
 
 def _submit_key(request: HttpRequest, kwargs: dict[str, Any]) -> str:
@@ -386,7 +389,7 @@ def _post_complete(request: HttpRequest) -> JsonResponse:
 
 
 def _get_openapi(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(SCHEMA)
+    return JsonResponse(schema())
 
 
 openapi = _endpoint({"GET": _get_openapi})

@@ -4,7 +4,7 @@ NUL characters. PostgreSQL text cannot hold ``\\x00`` (psycopg raises ``ValueErr
 literal cannot contain NUL``), so a ``%00`` in a URL slug or token, a header, a form field, or a
 ``\\u0000`` in a JSON string would otherwise surface as a server error wherever the value reaches
 a query. No legitimate worker or researcher input contains one. The fuzz suite
-(``tests/services/test_fuzz_api.py``) found these; :class:`NulByteGuardMiddleware` answers them
+(``tests/integration/test_fuzz_api.py``) found these; :class:`NulByteGuardMiddleware` answers them
 with 400 before any view runs (JSON under ``/api/``). Install it first in ``MIDDLEWARE``.
 
 What is checked, whatever the ``Content-Type`` says (a client may send JSON as ``text/plain``,

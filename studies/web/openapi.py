@@ -1,12 +1,19 @@
 """The OpenAPI 3.0 description of the worker JSON API (served at ``/api/v1/openapi.json``).
 
-Hand-written, kept next to ``studies/web/api.py``; ``tests/studies/test_api_schema.py``
-validates real responses of a whole study against it.
+Hand-written, kept next to ``studies/web/api.py``; ``tests/studies/web/test_api.py`` validates
+real responses of a whole study against it. What differs between study designs comes from the
+design registry (``studies.designs``): the ``kind`` enum is the registered designs' names, the
+trial payload's answer fields are the union of each design's ``trial_schema()`` and an answer's
+``choice`` merges their ``answer_schema()``. :func:`schema` builds the document from the designs
+registered when it is called (the served one); :data:`SCHEMA` is it as built at import.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from studies.designs.registry import designs
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -102,7 +109,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "title": {"type": "string", "description": "the public title (page and tab title)"},
             "description": {"type": "string", "description": "the public description (may be empty)"},
-            "kind": {"type": "string", "enum": ["class_discrimination", "trust"]},
+            "kind": {"type": "string", "enum": ["<designs>"]},
             "question": STRING,
             "hint": STRING,
             "consent_text": STRING,
@@ -128,13 +135,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "Trial": {
         "type": "object",
-        "description": "One trial. Answer with `choice` = 0-based index into `options` (discrimination) or "
-        "`scale` (trust, 0 = 'Robot A is clearly more reasonable').",
+        "description": "One trial (the answer fields each design fills are filled in by `schema()`).",
         "required": ["token", "kind", "question", "hint", "number", "total", "images", "options", "scale",
                      "predicted", "comment_prompt", "preload", "expires_at"],
         "properties": {
             "token": {"type": "string", "description": "the trial (assignment) token to send back"},
-            "kind": {"type": "string", "enum": ["class_discrimination", "trust"]},
+            "kind": {"type": "string", "enum": ["<designs>"]},
             "question": STRING,
             "hint": STRING,
             "number": {"type": "integer", "minimum": 1},
@@ -295,7 +301,7 @@ SCHEMAS: dict[str, Any] = {
                 "description": "the token of the trial shown by GET trial (a trial never shown, such as the "
                 "preloaded next one, is refused: 400 naming `assignment`)",
             },
-            "choice": {"type": "integer", "minimum": 0, "maximum": 4},
+            "choice": {"type": "integer", "minimum": 0, "description": "filled in by `schema()`"},
             "client_response_ms": {"type": "integer", "minimum": 0, "maximum": 21600000},
             "focus_events": {"type": "array", "maxItems": 200, "items": _ref("FocusEvent")},
             "comment": {"type": "string", "maxLength": 2000},
@@ -333,7 +339,7 @@ SCHEMAS: dict[str, Any] = {
 
 TOO_MANY = {"429": _json(_ref("Error"), "rate limited (see Retry-After)")}
 
-SCHEMA: dict[str, Any] = {
+_DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
         "title": "xaistudy worker API",
@@ -400,3 +406,61 @@ SCHEMA: dict[str, Any] = {
         },
     },  # fmt: skip
 }
+
+
+#: The trial payload's answer fields, always present (empty where a design does not use them).
+ANSWER_FIELDS = ("options", "scale", "predicted", "comment_prompt")
+
+
+def _merged_choice(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The designs' ``choice`` schemas as one: an integer from the smallest minimum to the largest
+    maximum (no maximum when some design sets none)."""
+    choice: dict[str, Any] = {"type": "integer", "minimum": min((s.get("minimum", 0) for s in schemas), default=0)}
+    maxima = [s.get("maximum") for s in schemas]
+    if maxima and None not in maxima:
+        choice["maximum"] = max(maxima)  # type: ignore[type-var]
+    choice["description"] = "the answer's index; per study design: " + "; ".join(
+        f"{name} {_range_text(s)}" for name, s in zip((d.name for d in designs()), schemas, strict=True)
+    )
+    return choice
+
+
+def _range_text(schema: dict[str, Any]) -> str:
+    low, high = schema.get("minimum", 0), schema.get("maximum")
+    return f"{low}..{high}" if high is not None else f">= {low}"
+
+
+def schema() -> dict[str, Any]:
+    """The OpenAPI document for the designs registered now.
+
+    ``Study.kind`` and ``Trial.kind``: an enum of the designs' names. ``Trial``: the common fields,
+    plus the union of the designs' ``trial_schema()["properties"]`` (a field two designs fill keeps
+    the first's schema, with both descriptions); its description lists each design's way to answer.
+    ``AnswerRequest.choice``: the designs' ``answer_schema()`` merged (:func:`_merged_choice`).
+    """
+    document = copy.deepcopy(_DOCUMENT)
+    parts = document["components"]["schemas"]
+    registered = designs()
+    names = [design.name for design in registered]
+    parts["Study"]["properties"]["kind"]["enum"] = list(names)
+    trial = parts["Trial"]
+    trial["properties"]["kind"]["enum"] = list(names)
+    answers, filled = [], set()
+    for design in registered:
+        part = design.trial_schema()
+        answers.append(part["answer"])
+        for field, field_schema in part.get("properties", {}).items():
+            known = trial["properties"].get(field)
+            if field not in filled and (known is None or field in ANSWER_FIELDS):
+                trial["properties"][field] = copy.deepcopy(field_schema)
+                filled.add(field)
+            elif field in filled and field_schema.get("description"):
+                description = known.get("description", "")
+                if field_schema["description"] not in description:
+                    known["description"] = f"{description}; {field_schema['description']}" if description else field_schema["description"]
+    trial["description"] = "One trial. Answer with " + "; ".join(answers) + "."
+    parts["AnswerRequest"]["properties"]["choice"] = _merged_choice([design.answer_schema() for design in registered])
+    return document
+
+
+SCHEMA: dict[str, Any] = schema()

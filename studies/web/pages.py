@@ -15,16 +15,19 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studies.http import form_token_make, frameable, worker_csrf
+from studies.designs.registry import design_for
+from studies.lib.choices import practice_choices
 from studies.models import Item, Participant, Study
-from studies.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 from studies.selectors.participation import (
-    ParticipantState,
     assignment_for_image,
     example_view,
     participant_by_token,
-    participant_state,
+    participant_next_step,
+    practice_attempt,
+    practice_attempt_limit,
+    practice_exhausted,
     practice_views,
+    stage_allows,
     stimulus_for_side,
     study_wording,
     trial_view,
@@ -42,12 +45,8 @@ from studies.services.participation import (
     participant_complete,
     participant_consent,
     participant_enter,
-    practice_attempt,
-    practice_attempt_limit,
-    practice_choices,
     practice_draw,
     practice_example,
-    practice_exhausted,
     practice_grade,
     practice_items,
     practice_round_size,
@@ -63,6 +62,8 @@ from studies.services.responses import (
     response_record,
 )
 from studies.web.guards import JsonInvalid, json_parse
+from studies.web.http import form_token_make, frameable, worker_csrf
+from studies.web.ratelimit import Counter, client_address, rate_limited, study_entry_counter
 
 RESUME_COOKIE_SALT = "xaistudy.link-resume"
 
@@ -92,6 +93,7 @@ def _context(participant: Participant, **extra: Any) -> dict[str, Any]:
         "study": participant.study,
         "form_token": form_token_make(participant.token),
         "wording": study_wording(participant.study),
+        "design_template": design_for(participant.study).template,
         **extra,
     }
 
@@ -119,7 +121,8 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
             return render(
                 request,
                 "studies/preview.html",
-                {"study": study, "example": example, "wording": study_wording(study)},
+                {"study": study, "example": example, "wording": study_wording(study),
+                 "design_template": design_for(study).template},
             )
         token = request.get_signed_cookie(_resume_cookie(study), default=None, salt=RESUME_COOKIE_SALT)
         resume = participant_by_token(token) if token else None
@@ -147,15 +150,16 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
 @frameable
 @require_GET
 def home(request: HttpRequest, token: str) -> HttpResponse:
-    """``/p/<token>/``: the page for the participant's current stage."""
+    """``/p/<token>/``: the page for the participant's current stage (:func:`participant_next_step`;
+    a participant whose gate allows trials takes or resumes a lease first)."""
     participant = _participant_or_404(token)
-    if participant.status == Participant.Status.IN_PROGRESS and participant.practice_passed:
+    lease = None
+    if stage_allows(participant, "trials"):
         lease = trial_lease(participant=participant, mark_shown=True, only_if_answering=True)
-        if lease.leases:
-            state = ParticipantState(stage="trial", answered=lease.answered, planned=lease.planned)
-            view = trial_view(participant=participant, leases=lease.leases, answered=lease.answered, planned=lease.planned)
-            return render(request, "studies/trial.html", _context(participant, trial=view, state=state))
-    state = participant_state(participant)
+    state = participant_next_step(participant, lease=lease)
+    if state.stage == "trial" and state.leases:
+        view = trial_view(participant=participant, leases=state.leases, answered=state.answered, planned=state.planned)
+        return render(request, "studies/trial.html", _context(participant, trial=view, state=state))
     if state.stage == "consent":
         return render(request, "studies/consent.html", _context(participant))
     if state.stage == "declined":
@@ -232,7 +236,7 @@ def practice(request: HttpRequest, token: str) -> HttpResponse:
     participant = _participant_or_404(token)
     if practice_exhausted(participant):
         return _screened_out(request, participant)
-    if participant.status != Participant.Status.CONSENTED or participant.practice_passed:
+    if not stage_allows(participant, "practice"):
         return _home(participant)
     attempt, items, views = _practice_round(participant)
     context = {"trials": views, "attempt": attempt, "attempts": practice_attempt_limit(participant.study)}

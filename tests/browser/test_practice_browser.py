@@ -8,9 +8,9 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
+from studies.fixtures.builders import make_worker_study
 from studies.models import Assignment, Item, Participant, Study
 from studies.services.participation import practice_draw
-from studies.testing import make_worker_study
 from tests.browser.test_worker_browser import _click_and_wait, _wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

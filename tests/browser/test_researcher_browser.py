@@ -21,8 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from studies.fixtures.builders import TEST_CONSENT
 from studies.models import ClassifierModel, Job, Response, Study
-from studies.testing import TEST_CONSENT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

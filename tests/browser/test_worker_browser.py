@@ -11,9 +11,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from studies.fixtures.builders import make_worker_study
 from studies.models import Item, Participant, Response, Study
 from studies.services.participation import completion_code_derive
-from studies.testing import make_worker_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -10,9 +10,10 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from studies.fixtures.builders import make_worker_study
+from studies.lib.choices import practice_choices
 from studies.models import Participant, Study
-from studies.services.participation import practice_choices, practice_draw
-from studies.testing import make_worker_study
+from studies.services.participation import practice_draw
 from tests.browser.test_worker_browser import _click_and_wait, _replaced, _wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

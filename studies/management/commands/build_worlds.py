@@ -6,7 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from studies.services.worlds import photo_world_ensure, synthetic_world_ensure
+from studies.fixtures.worlds import photo_world_ensure, synthetic_world_ensure
 
 
 class Command(BaseCommand):

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from studies.fixtures.accounts import demo_admin_ensure
 from studies.models import Job, Study
-from studies.services.accounts import demo_admin_ensure
 
 
 class ProgressBar:
@@ -64,8 +64,8 @@ class Command(BaseCommand):
                             help="also evaluate the photo discrimination study (minutes on a CPU)")
 
     def handle(self, *args: object, **options: object) -> None:
-        from studies.services.prepare import PrepareRefused, study_publish
-        from studies.services.worlds import demo_studies_ensure, photo_world_ensure, synthetic_world_ensure
+        from studies.fixtures.worlds import demo_studies_ensure, photo_world_ensure, synthetic_world_ensure
+        from studies.services.lifecycle import PrepareRefused, study_publish
 
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
@@ -109,7 +109,7 @@ class Command(BaseCommand):
         return result
 
     def _prepare(self, study: Study) -> None:
-        from studies.services.prepare import prepare_inline, study_prepare
+        from studies.pipeline.prepare import prepare_inline, study_prepare
 
         if study.status in (Study.Status.LIVE, Study.Status.CLOSED):
             self.stdout.write(f"{study.name}: {study.status} (reused)")
@@ -124,7 +124,7 @@ class Command(BaseCommand):
             self.stderr.write(f"{study.name}: preparation {job.status}: {job.error}")
 
     def _evaluate(self, study: Study) -> None:
-        from studies.services.evaluation import (
+        from studies.pipeline.evaluation import (
             evaluation_inline,
             evaluation_table_lines,
             study_evaluation_current,

@@ -12,13 +12,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from studies.management.arguments import study_argument
 from studies.models import Job
-from studies.services.evaluation import (
+from studies.pipeline.evaluation import (
     EvaluationRefused,
     evaluation_inline,
     evaluation_table_lines,
     study_evaluation_start,
 )
-from studies.services.prepare import job_progress
+from studies.pipeline.jobs import job_progress
 
 
 class Command(BaseCommand):

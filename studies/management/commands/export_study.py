@@ -8,8 +8,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from studies.exports import EXPORT_KINDS, csv_lines, export_rows
 from studies.management.arguments import study_argument
+from studies.services.exports import EXPORT_KINDS, csv_lines, export_rows
 from studies.services.repro_pack import study_repro_pack_write
 
 
@@ -25,10 +25,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         study = study_argument(str(options["study"]))
-        kind = str(options["kind"])
+        export = str(options["kind"])  # the export's name (the option keeps its name), not the study's kind
         output = options["output"]
         include_simulated = not options["exclude_simulated"]
-        if kind == "pack":
+        if export == "pack":
             if not output:
                 raise CommandError("--output FILE.zip is required for the pack")
             with Path(str(output)).open("wb") as handle:
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             self.stderr.write(f"wrote {output}")
             return
         try:
-            header, rows = export_rows(study=study, kind=kind, include_simulated=include_simulated,
+            header, rows = export_rows(study=study, kind=export, include_simulated=include_simulated,
                                        bonus=str(options["bonus"]))  # fmt: skip
         except ValueError as exc:
             raise CommandError(str(exc)) from None

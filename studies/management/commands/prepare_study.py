@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from studies.lib.scenes import PrepareInputError
 from studies.management.arguments import study_argument
 from studies.models import Job
-from studies.services.plan import PrepareInputError
-from studies.services.prepare import (
-    PrepareRefused,
-    job_cancel,
-    job_progress,
-    job_resume,
-    prepare_inline,
-    study_prepare,
-)
+from studies.pipeline.jobs import PrepareRefused, job_progress
+from studies.pipeline.prepare import job_cancel, job_resume, prepare_inline, study_prepare
 
 
 class Command(BaseCommand):

@@ -8,11 +8,11 @@ from contextlib import ExitStack
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.test.utils import override_settings
 
+from studies.fixtures.simulation.crowd import CrowdConfig, crowd_run, wsgi_server_running
+from studies.fixtures.simulation.observers import OBSERVERS
 from studies.management.arguments import study_argument
 from studies.models import Study
 from studies.services.audit import study_audit
-from studies.simulation.crowd import CrowdConfig, crowd_run, wsgi_server_running
-from studies.simulation.observers import OBSERVERS
 
 #: Rate limits for the in-process server only: one simulated crowd comes from one address.
 PILOT_RATE_LIMITS = {"entry": (10**6, 60), "submit": (10**6, 60), "api": (10**6, 60)}
