@@ -302,6 +302,9 @@ class MethodsField(forms.MultipleChoiceField):
 #: Fields whose change would make a live (or paused) study's stimuli wrong: always refused
 #: (close the study and make a new one).
 STIMULI_FIELDS = ("kind", "methods", "model", "model_pair", "image_set")
+#: Fields fixed once participants may have entered, besides the stimuli: the between-subject arms
+#: (a participant's stored arm must stay one of the study's, with the methods it was shown).
+DESIGN_FIELDS = ("arms",)
 #: Fields that change what participants see or how they are paid: refused on a study with
 #: participants unless ``confirm_live_change`` is ticked.
 CONFIRM_FIELDS = ("platform", "completion_code", "prolific_completion_url", "question", "wording", "public_title",
@@ -337,6 +340,11 @@ class StudyAdminForm(forms.ModelForm):
             stored = [m for m in (self.instance.methods or []) if isinstance(m, str) and m not in known]
             self.fields["methods"].choices = choices + [(m, f"{m}: not a known method") for m in stored]
 
+    def clean_arms(self) -> object:
+        """An emptied arms box means no arms (``[]``), not a missing value."""
+        value = self.cleaned_data.get("arms")
+        return [] if value in (None, "") else value
+
     def clean(self) -> dict:  # type: ignore[type-arg]
         cleaned = super().clean()
         self._config_errors()
@@ -368,7 +376,7 @@ class StudyAdminForm(forms.ModelForm):
         is not used: fields with callable defaults count as changed when the hidden initial
         value is not posted)."""
         changed = []
-        for field in (*STIMULI_FIELDS, *CONFIRM_FIELDS):
+        for field in (*STIMULI_FIELDS, *DESIGN_FIELDS, *CONFIRM_FIELDS):
             if field not in self.cleaned_data:
                 continue
             new, old = self.cleaned_data[field], getattr(stored, field)
@@ -393,7 +401,10 @@ class StudyAdminForm(forms.ModelForm):
         who = f"{n_entered} participant(s) already entered"
         changed = self._changed_from(stored)
         for field in changed:
-            if field in STIMULI_FIELDS and field in self.fields:
+            if field in DESIGN_FIELDS and field in self.fields:
+                self.add_error(field, f"the study is {state} ({who}) and participants were assigned to these "
+                                      "arms; close it and make a new study to change them")
+            elif field in STIMULI_FIELDS and field in self.fields:
                 self.add_error(field, f"the study is {state} ({who}) and its stimuli are prepared for this "
                                       f"{field.replace('_', ' ')}; close it and make a new study to change it")
         if self.cleaned_data.get("confirm_live_change"):
@@ -430,7 +441,7 @@ class StudyAdmin(admin.ModelAdmin):
     #: The lifecycle steps of the change page's buttons (POST ``<id>/lifecycle/<step>/``, change permission).
     LIFECYCLE_STEPS = ("prepare", "publish", "pause", "close")
     fieldsets = (
-        (None, {"fields": ("name", "slug", "kind", "status", "methods", "model", "model_pair", "image_set"),
+        (None, {"fields": ("name", "slug", "kind", "status", "methods", "arms", "model", "model_pair", "image_set"),
                 "description": "The status changes only through Prepare, Publish, Pause and Close (buttons above, "
                                "or the actions of the study list)."}),
         ("Quotas", {"fields": ("judgments_per_item", "trials_per_participant", "catch_trials", "practice_trials",
@@ -771,7 +782,7 @@ class ParticipantAdmin(admin.ModelAdmin):
     list_filter = ("platform", "status", "is_simulated", "study")
     search_fields = ("platform_worker_id", "worker_hash", "mturk_assignment_id", "prolific_session_id")
     list_select_related = ("study",)
-    readonly_fields = ("worker_hash", "started_at", "completed_at")
+    readonly_fields = ("worker_hash", "arm", "started_at", "completed_at")
     #: Fields never in the form (``token`` is not editable, so it is not in the form either).
     SECRET_FIELDS = ("session_key",)
     #: Fields that only users with ``studies.export_worker_ids`` see and search.

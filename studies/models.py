@@ -200,6 +200,11 @@ class Study(models.Model):
         default=0, help_text="CSS pixels; a narrower screen is asked to switch device before consent (0 = any)"
     )
     min_viewport_height = models.PositiveIntegerField(default=0, help_text="CSS pixels (0 = any)")
+    arms = models.JSONField(
+        default=list, blank=True,
+        help_text='between-subject arms: [{"name": "gradcam", "methods": ["gradcam"]}, ...]; each participant is '
+        "assigned one arm (balanced) and sees only its methods; empty = every participant sees every method",
+    )
     question = models.TextField(blank=True, help_text="question shown with each trial; empty = the kind's default")
     wording = models.JSONField(default=dict, blank=True, help_text="labels such as the five trust answers")
     consent_text = models.TextField(blank=True)
@@ -453,6 +458,7 @@ class Participant(models.Model):
     entry_client = models.CharField(
         max_length=64, blank=True, help_text="salted hash of the client address at entry (per-client cap, audit)"
     )
+    arm = models.CharField(max_length=64, blank=True, help_text="the study arm assigned at entry (empty: no arms)")
     is_simulated = models.BooleanField(default=False)
     started_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)

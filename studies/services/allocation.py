@@ -25,6 +25,9 @@ Rules (issue #5, research note ``django_quality.md`` §2):
   participant's lock is released) and allocation is tried once more, so overdue leases come
   back even where no Celery beat runs (the demo). The sweep runs only on that rare
   "nothing free" path, never on the hot path.
+- Between-subject arms: a participant with an arm (``Participant.arm``, given at entry by
+  :mod:`studies.services.arms`) is offered only main items whose ``method`` is in its arm, and
+  plans at most as many main trials as its arm has main items (``selectors.allocation``).
 - Catch trials (role ``catch``) have no quota; ``study.catch_trials`` of them are interleaved at
   positions drawn by :func:`studies.lib.slots.catch_slots` (keyed; from the study seed and the
   participant token).
@@ -60,7 +63,12 @@ from studies.lib import rows
 from studies.lib.choices import assignment_choices
 from studies.lib.slots import catch_slots, slot_rng
 from studies.models import Assignment, Item, Participant, Study
-from studies.selectors.allocation import item_candidates, main_slot_available, planned_trials
+from studies.selectors.allocation import (
+    item_candidates,
+    main_slot_available,
+    participant_methods,
+    planned_trials,
+)
 from studies.selectors.participation import stage_allows_status
 
 #: How often a request retries when every free candidate is locked by another transaction.
@@ -118,22 +126,29 @@ def _take_main_slot_pg(*, study: Study, participant: Participant) -> Item | None
     never NULL, so it means the same as ``NOT EXISTS``): PostgreSQL hashes them once instead of
     probing the assignment index once per candidate item (0.5 ms instead of 1.3 ms of execution
     for 240 items).
+    A participant with an arm: only items of its arm's methods (``method = ANY(%s)``).
     """
     quota = study.judgments_per_item
-    row = rows.fetchone(_take_main_slot_sql(rows.vendor()), [study.pk, Item.Role.MAIN, quota, participant.pk, quota])
+    methods = participant_methods(study=study, participant=participant)
+    params: list[object] = [study.pk, Item.Role.MAIN, quota]
+    if methods is not None:
+        params.append(list(methods))
+    row = rows.fetchone(_take_main_slot_sql(rows.vendor(), methods is not None), [*params, participant.pk, quota])
     return None if row is None else rows.instance(Item, row)
 
 
 @cache
-def _take_main_slot_sql(vendor: str) -> str:
-    """The statement of :func:`_take_main_slot_pg` (PostgreSQL), built once from the models."""
+def _take_main_slot_sql(vendor: str, by_method: bool = False) -> str:
+    """The statement of :func:`_take_main_slot_pg` (PostgreSQL), built once from the models; ``by_method``
+    adds the arm's filter (one more parameter, the list of methods)."""
     q, items, assignments = rows.q, rows.table(Item), rows.table(Assignment)
     in_use = f"{q('n_answered')} + c.{q('n_leased')}"
+    arm = f"AND c.{q('method')} = ANY(%s)" if by_method else ""
     return f"""
         UPDATE {items} AS i SET {q('n_leased')} = i.{q('n_leased')} + 1
         FROM (
             SELECT c.{q('id')} FROM {items} AS c
-            WHERE c.{q('study_id')} = %s AND c.{q('role')} = %s AND c.{in_use} < %s
+            WHERE c.{q('study_id')} = %s AND c.{q('role')} = %s AND c.{in_use} < %s {arm}
               AND c.{q('id')} NOT IN (SELECT a.{q('item_id')} FROM {assignments} AS a WHERE a.{q('participant_id')} = %s)
             ORDER BY c.{in_use}, c.{q('tie_rank')}, c.{q('id')}
             LIMIT 1
@@ -282,7 +297,7 @@ def _trial_lease_once(
         if only_if_answering and not stage_allows_status("trials", status=status, practice_passed=practice_passed):
             return TrialLease(leases=[], answered=0, planned=0), False
         n_held, answered, open_leases = _held(participant.pk)
-        planned, n_catch = planned_trials(study=study)
+        planned, n_catch = planned_trials(study=study, participant=participant)
         used = answered + len(open_leases)
         ahead = lookahead if answered else 0  # the look-ahead is for participants who answer
         want = min(1 + ahead, planned - answered)

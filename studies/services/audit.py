@@ -31,6 +31,13 @@ transaction and answers the HTTP request only after the commit). The invariants:
    re-derivation would also break when the key is rotated).
 9. ``screened``: a participant screened out by the practice holds no assignment, no completion
    code and no passed practice, and used at least one practice attempt.
+10. ``arms`` (studies with between-subject arms, ``Study.arms``): every participant holds one of the
+    study's arms, every main item it answered or holds is of a method of its arm, and the arms'
+    counts of counted participants (neither declined nor screened out) differ by at most one. A
+    participant who declines or is screened out after entry leaves its arm's count, which the next
+    entries refill; so the allowed spread is 1 + the number of such leavers (each moves it by one at
+    most, and an assignment never widens a spread above one). A study without arms: every
+    participant's arm is empty.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, Q
 
 from studies.designs import design_for
+from studies.lib.arms import arm_methods, arm_names, arm_spread
 from studies.models import Assignment, Item, Participant, Response, Stimulus, Study
+from studies.selectors.allocation import arm_counts
 from studies.services.participation import completion_code_derive
 from studies.services.storage import storage_sha256
 
@@ -194,6 +203,34 @@ def _check_screened(report: AuditReport, study: Study) -> None:
                                    f"{person.practice_passed}, {person.practice_attempts_used} attempt(s)")  # fmt: skip
 
 
+def _check_arms(report: AuditReport, study: Study) -> None:
+    names = arm_names(study.arms)
+    people = Participant.objects.filter(study=study)
+    if not names:
+        for pk, arm in people.exclude(arm="").values_list("pk", "arm").order_by("pk"):
+            report.add("arms", f"participant {pk} holds arm {arm!r} but the study has no arms")
+        return
+    arms = dict(people.values_list("pk", "arm"))
+    for pk, arm in sorted(arms.items()):
+        if arm not in names:
+            report.add("arms", f"participant {pk} holds arm {arm!r}, not one of the study's arms ({', '.join(names)})")
+    held = (Assignment.objects.filter(participant__study=study, item__role=Item.Role.MAIN)
+            .values_list("participant_id", "item__method").distinct().order_by("participant_id"))  # fmt: skip
+    for pk, method in held:
+        allowed = arm_methods(study.arms, arms.get(pk, ""))
+        if arms.get(pk, "") in names and allowed is not None and method not in allowed:
+            report.add("arms", f"participant {pk} of arm {arms[pk]!r} holds a main item of method {method!r}, "
+                               f"outside its arm ({', '.join(allowed)})")  # fmt: skip
+    counts = arm_counts(study=study)
+    leavers = people.exclude(arm="").filter(
+        status__in=(Participant.Status.DECLINED, Participant.Status.SCREENED_OUT)
+    ).count()
+    spread = arm_spread(names, counts)
+    if spread > 1 + leavers:
+        report.add("arms", f"arm counts { {n: counts[n] for n in names} } differ by {spread}; at most "
+                           f"{1 + leavers} allowed ({leavers} declined or screened-out participant(s) left their arm)")
+
+
 def _study_stimuli(study: Study) -> Iterable[Stimulus]:
     ids = set(Item.objects.filter(study=study, stimulus_a__isnull=False).values_list("stimulus_a", flat=True))
     ids |= set(Item.objects.filter(study=study, stimulus_b__isnull=False).values_list("stimulus_b", flat=True))
@@ -234,6 +271,7 @@ def study_audit(*, study_id: int, check_files: bool = True) -> AuditReport:
     _check_codes(report, study)
     _check_choices(report, study)
     _check_screened(report, study)
+    _check_arms(report, study)
     if check_files:
         _check_stimuli(report, study)
     return report

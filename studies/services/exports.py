@@ -202,7 +202,7 @@ def _participant_info(study: Study) -> dict[int, dict[str, Any]]:
     rows = Participant.objects.filter(study_id=study.pk).values(
         "id", "worker_hash", "platform", "platform_worker_id", "mturk_assignment_id", "mturk_hit_id",
         "prolific_study_id", "prolific_session_id", "status", "is_simulated", "started_at", "completed_at",
-        "completion_code", "session_key", "questionnaire",
+        "completion_code", "session_key", "questionnaire", "arm",
     )  # fmt: skip
     return {row["id"]: row for row in rows}
 
@@ -235,7 +235,7 @@ TIDY_HEADER = (
     "stimulus_sha256", "stimulus_b_sha256", "target_class", "target_label", "options", "option_order",
     "options_as_shown", "correct_option", "answer_option", "answer_label", "answer_position", "correct",
     "robot_a_is_model_a", "score_model_a", "score_towards_model_b", "worker_hash", "platform",
-    "session_hash", "mturk_hit_id", "prolific_study_id", "trial_position",
+    "session_hash", "mturk_hit_id", "prolific_study_id", "arm", "trial_position",
     "shown_at", "answered_at", "response_ms", "server_response_ms", "comment", "excluded", "excluded_by",
 )  # fmt: skip
 
@@ -292,7 +292,7 @@ def _tidy(study: Study, flags: ExclusionFlags) -> tuple[list[str], Iterator[list
                 correct, answer["robot_a_is_model_a"],
                 score, None if score is None else -score,
                 _ident(person["worker_hash"]), person["platform"], _ident(session_of(person)),
-                _ident(person["mturk_hit_id"]), _ident(person["prolific_study_id"]), position,
+                _ident(person["mturk_hit_id"]), _ident(person["prolific_study_id"]), _ident(person["arm"]), position,
                 shown_at, answered, rt_ms, server_ms, comment, any(rule_flags),
                 ";".join(n for n, f in zip(flags.rule_names, rule_flags, strict=True) if f),
                 *rule_flags, *(answers.get(q.name) for q in questions), person["is_simulated"],
@@ -416,7 +416,7 @@ def _mturk_wide(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
     trial_fields = ("item", "method", "answer", "answer_option", "answer_label", "correct", "rt_ms", "comment")
     header = ["HITId", "AssignmentId", "WorkerId", "AssignmentStatus", "AcceptTime", "SubmitTime",
               "WorkTimeInSeconds", "Input.study", "Input.study_kind", "Input.platform", "Answer.n_trials",
-              "Answer.worker_hash", "Answer.is_simulated", *(f"Answer.q_{q.name}" for q in questions),
+              "Answer.worker_hash", "Answer.arm", "Answer.is_simulated", *(f"Answer.q_{q.name}" for q in questions),
               *(f"Answer.trial_{k + 1:02d}_{f}" for k in range(n_trials) for f in trial_fields)]  # fmt: skip
     design = design_for(study)
 
@@ -429,8 +429,8 @@ def _mturk_wide(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
         cells += [None] * (n_trials * len(trial_fields) - len(cells))
         return [_ident(p["mturk_hit_id"]), _ident(p["mturk_assignment_id"]), _ident(p["platform_worker_id"]), status,
                 started, completed, work, _ident(study.slug), study.kind, p["platform"], len(trials),
-                _ident(p["worker_hash"]), p["is_simulated"], *(_answers(p).get(q.name) for q in questions),
-                *cells]  # fmt: skip
+                _ident(p["worker_hash"]), _ident(p["arm"]), p["is_simulated"],
+                *(_answers(p).get(q.name) for q in questions), *cells]  # fmt: skip
 
     def rows() -> Iterator[list[Any]]:
         current: int | None = None

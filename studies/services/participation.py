@@ -70,6 +70,7 @@ from studies.selectors.participation import (
     stage_allows,
 )
 from studies.services.allocation import study_leases_sweep
+from studies.services.arms import arm_assign
 from studies.services.exclusion import PLATFORM_ID_RE, exclusion_reason, platform_id_normalize
 from studies.services.responses import AnswerInvalid, answer_score
 
@@ -480,7 +481,7 @@ def _participant_create(*, study: Study, identity: PlatformIdentity, client_key:
     session_key = session_key_of(identity) or worker_id
     try:
         with transaction.atomic():
-            participant = Participant.objects.create(
+            participant = Participant(
                 study=study,
                 platform=identity.platform,
                 platform_worker_id=worker_id,
@@ -490,6 +491,9 @@ def _participant_create(*, study: Study, identity: PlatformIdentity, client_key:
                 entry_client=client,
                 **{name: getattr(identity, name) for name in _SESSION_FIELDS},
             )
+            if study.arms:  # between-subject arms: the study row stays locked until this insert commits
+                participant.arm = arm_assign(study=study, participant_token=participant.token)
+            participant.save(force_insert=True)
     except IntegrityError:  # the same session (or invitation) entered twice at once: the other request won
         existing = Participant.objects.filter(study=study, platform=identity.platform, session_key=session_key).first()
         if existing is None or existing.platform_worker_id != worker_id:

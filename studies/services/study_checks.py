@@ -12,6 +12,8 @@ One function serves the admin form, commands and services, so every door gives t
   items; known after preparation (``items``), so checked again at publish.
 - ``catch_trials``: fewer than the trials they are interleaved with.
 - ``practice_trials``: at least one when the study asks for a pass fraction above zero.
+- ``arms``: empty, or a list of ``{"name", "methods"}`` with unique identifier names and non-empty
+  method lists drawn from ``methods``, every method in some arm (``studies.lib.arms.arms_errors``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from explainers.registry import METHODS
 from studies.designs import design_for
+from studies.lib.arms import arms_errors
 from studies.lib.wording import wording_errors
 from studies.models import Item, Study
 
@@ -56,6 +59,7 @@ def study_config_errors(*, study: Study, n_main_items: int | None = None) -> dic
             errors.setdefault(field, []).extend(messages)
 
     add("methods", _method_errors(study.methods))
+    add("arms", arms_errors(study.arms, study.methods if isinstance(study.methods, list) else []))
     for field, message in wording_errors(study.kind, study.wording, study.question).items():
         add(field if field in ("question", "wording") else "wording", [message])
     design = design_for(study)

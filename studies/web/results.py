@@ -40,8 +40,10 @@ from django.views.decorators.http import require_GET
 
 from studies.analysis.display import number_text, p_text
 from studies.designs import design_for
+from studies.lib.arms import arm_methods, arm_names
 from studies.models import Study
 from studies.pipeline.evaluation import SANITY_METRIC, sanity_figure, study_sanity_list
+from studies.selectors.allocation import arm_counts
 from studies.services.exports import (
     EXPORT_KINDS,
     RESULTS_EXPORTS,
@@ -135,6 +137,16 @@ def _display_pairs(study: Study, results: StudyResults, with_exclusions: bool) -
     ]  # fmt: skip
 
 
+def _arm_rows(study: Study) -> list[dict[str, Any]]:
+    """Participants per between-subject arm (empty list for a study without arms; two queries otherwise)."""
+    names = arm_names(study.arms)
+    if not names:
+        return []
+    counted, everyone = arm_counts(study=study), arm_counts(study=study, counted_only=False)
+    return [{"name": name, "methods": ", ".join(arm_methods(study.arms, name) or ()), "counted": counted.get(name, 0),
+             "all": everyone.get(name, 0)} for name in names]  # fmt: skip
+
+
 @results_access
 @require_GET
 def results_page(request: HttpRequest, slug: str) -> HttpResponse:
@@ -167,6 +179,7 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
         "notes": _notes([r["method"] for r in rows] + list(study.methods or [])
                         + [r["method"] for r in evaluation_rows]),
         "pairs": _display_pairs(study, results, with_exclusions),
+        "arm_rows": _arm_rows(study),
         "table": results.table(with_exclusions=with_exclusions),
         "with_exclusions": with_exclusions,
         "include_simulated": include_simulated,

@@ -115,3 +115,25 @@ def celery_worker_process(
     finally:
         worker.stop()
         app.control.purge()
+
+
+def _no_fsync_wait(sender, connection, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Commits stop waiting for the disk flush (locks and visibility are unchanged): this
+    machine's ~60 ms fsync would otherwise dominate the run time of a race test."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+
+
+@pytest.fixture
+def postgres_race() -> Iterator[None]:
+    """For the many-thread race tests: PostgreSQL only (SQLite serialises writers, so a race
+    test there proves nothing), commits without the fsync wait, a fresh connection per thread."""
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+        pytest.fail("the race tests need PostgreSQL (set DATABASE_URL)", pytrace=False)
+    connection_created.connect(_no_fsync_wait)
+    connection.close()
+    yield
+    connection_created.disconnect(_no_fsync_wait)

@@ -9,14 +9,11 @@ leases expire and are swept while late answers race the sweeper.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connection
-from django.db.backends.signals import connection_created
 from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -26,26 +23,9 @@ from studies.models import Assignment, Item, Participant, Response, Study
 from studies.services.allocation import assignments_lease, leases_sweep, trial_lease
 from studies.services.responses import response_record
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres_race")]
 
 N_ITEMS, QUOTA, PER_WORKER, THREADS = 50, 3, 5, 48
-
-
-def _no_fsync_wait(sender, connection, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    """Commits stop waiting for the disk flush (locks and visibility are unchanged): this
-    machine's ~60 ms fsync would otherwise dominate the run time."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit TO OFF")
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only() -> Iterator[None]:
-    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
-        pytest.fail("the allocation race test needs PostgreSQL (set DATABASE_URL)", pytrace=False)
-    connection_created.connect(_no_fsync_wait)
-    connection.close()
-    yield
-    connection_created.disconnect(_no_fsync_wait)
 
 
 def _study() -> Study:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +23,7 @@ from studies.designs import design_for, designs, kind_choices, unregister
 from studies.designs.registry import register
 from studies.fixtures.builders import make_worker_study, synthetic_model_create, synthetic_scenes_import
 from studies.models import Item, Job, Participant, Response, Study
+from tests.studies.designs._worker import api, worker_through_practice
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.django_db
@@ -103,35 +103,20 @@ def test_plan_and_prepare_on_the_synthetic_world(yes_no: ModuleType, tmp_path: P
 # ---------------------------------------------------------------------------------------------- the worker
 
 
-def _api(client: Client, method: str, path: str, token: str, body: dict | None = None):  # type: ignore[no-untyped-def]
-    data = json.dumps(body) if body is not None else None
-    return getattr(client, method)(path, data=data, content_type="application/json", HTTP_X_PARTICIPANT_TOKEN=token)
+def _yes_no_right(trial: dict) -> int:
+    item = Item.objects.get(public_id=trial["token"])
+    return trial["options"].index(item.options[item.correct_option])
 
 
 def _worker_through_practice(study: Study) -> tuple[Client, str]:
-    client = Client()
-    entered = client.post(f"/api/v1/studies/{study.slug}/enter", data="{}", content_type="application/json")
-    assert entered.status_code == 201, entered.content
-    token = entered.json()["participant_token"]
-    assert entered.json()["study"]["kind"] == "yes_no"
-    consent = _api(client, "post", "/api/v1/participant/consent", token,
-                   {"agree": True, "consent_version": study.consent_version})  # fmt: skip
-    assert consent.json()["state"]["stage"] == "practice", consent.content
-    practice = _api(client, "get", "/api/v1/participant/practice", token).json()
-    answers = {}
-    for trial in practice["trials"]:
-        item = Item.objects.get(public_id=trial["token"])
-        answers[trial["token"]] = trial["options"].index(item.options[item.correct_option])
-    graded = _api(client, "post", "/api/v1/participant/practice", token, {"answers": answers}).json()
-    assert graded["passed"] is True, graded
-    return client, token
+    return worker_through_practice(study, right_choice=_yes_no_right)
 
 
 def test_worker_reads_the_trial_page_and_payload_and_is_scored(yes_no: ModuleType) -> None:
     study = make_worker_study(kind="yes_no", n_main=4, n_catch=1, trials_per_participant=2)
     assert all(item.options == ["yes", "no"] for item in study.items.all())
     client, token = _worker_through_practice(study)
-    trial = _api(client, "get", "/api/v1/participant/trial", token).json()["trial"]
+    trial = api(client, "get", "/api/v1/participant/trial", token).json()["trial"]
     assert trial["kind"] == "yes_no"
     assert sorted(trial["options"]) == ["no", "yes"]
     assert trial["scale"] == []
@@ -145,19 +130,19 @@ def test_worker_reads_the_trial_page_and_payload_and_is_scored(yes_no: ModuleTyp
     assert 'class="choices yes-no"' in html, "the design's own template draws the trial"
     assert named in html
     right = trial["options"].index(assignment_item.options[assignment_item.correct_option])
-    outcome = _api(client, "post", "/api/v1/participant/trial", token,
+    outcome = api(client, "post", "/api/v1/participant/trial", token,
                    {"assignment": trial["token"], "choice": right, "client_response_ms": 1500}).json()  # fmt: skip
     assert outcome["outcome"] == "recorded"
     response = Response.objects.get(assignment__token=trial["token"])
     assert response.correct is True
     assert response.chosen_option == assignment_item.correct_option
     assert response.score_model_a is None
-    while (nxt := _api(client, "get", "/api/v1/participant/trial", token).json()["trial"]) is not None:
+    while (nxt := api(client, "get", "/api/v1/participant/trial", token).json()["trial"]) is not None:
         item = Item.objects.get(assignments__token=nxt["token"])
         wrong = nxt["options"].index(item.options[1 - item.correct_option])
-        _api(client, "post", "/api/v1/participant/trial", token, {"assignment": nxt["token"], "choice": wrong})
+        api(client, "post", "/api/v1/participant/trial", token, {"assignment": nxt["token"], "choice": wrong})
     assert Response.objects.filter(assignment__participant__token=token, correct=False).exists()
-    assert _api(client, "post", "/api/v1/participant/complete", token).status_code == 200
+    assert api(client, "post", "/api/v1/participant/complete", token).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -169,9 +154,9 @@ def answered(yes_no: ModuleType) -> Study:
     study = make_worker_study(kind="yes_no", n_main=6, n_catch=0, trials_per_participant=3, judgments_per_item=2)
     for _ in range(3):
         client, token = _worker_through_practice(study)
-        while (trial := _api(client, "get", "/api/v1/participant/trial", token).json()["trial"]) is not None:
-            _api(client, "post", "/api/v1/participant/trial", token, {"assignment": trial["token"], "choice": 0})
-        _api(client, "post", "/api/v1/participant/complete", token)
+        while (trial := api(client, "get", "/api/v1/participant/trial", token).json()["trial"]) is not None:
+            api(client, "post", "/api/v1/participant/trial", token, {"assignment": trial["token"], "choice": 0})
+        api(client, "post", "/api/v1/participant/complete", token)
     assert Participant.objects.filter(study=study).count() == 3
     return study
 
