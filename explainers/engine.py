@@ -56,10 +56,10 @@ from explainers.methods.common import (
     model_session,
     one_hot,
 )
-from explainers.registry import METHODS, SHARED_FAMILIES, MethodSpec, get_spec
+from explainers.registry import METHODS, SHARED_FAMILIES, STIMULUS_FAMILIES, MethodSpec, get_spec
 from explainers.rules import RULES, Rule, RuleState, rectifier_rules
 
-Pass = Literal["shared", "activation", "layer", "per_target", "all_targets"]
+Pass = Literal["shared", "activation", "layer", "per_target", "all_targets", "stimulus"]
 
 
 def pass_of(spec: MethodSpec) -> Pass:
@@ -68,8 +68,11 @@ def pass_of(spec: MethodSpec) -> Pass:
     ``shared`` (families ``gradient``, ``cam``, ``product``: :func:`_shared_pass`), ``activation``
     (:func:`_activation_cams`), ``layer`` (family ``rule`` with ``needs_layer``:
     :func:`_layer_rule_maps`), ``all_targets`` (``perturbation``: one call for every target) and
-    ``per_target`` (``sampled`` and ``rule`` without the layer: one call per target column).
+    ``per_target`` (``sampled`` and ``rule`` without the layer: one call per target column);
+    ``stimulus`` (:data:`~explainers.registry.STIMULUS_FAMILIES`: no map, which :func:`explain` refuses).
     """
+    if spec.family in STIMULUS_FAMILIES:
+        return "stimulus"
     if spec.family in SHARED_FAMILIES:
         return "shared"
     if spec.family == "activation":
@@ -406,6 +409,12 @@ def explain(
     if not names:
         raise ValueError("methods is empty; known: " + ", ".join(METHODS))
     specs = {name: get_spec(name) for name in names}
+    stimuli = [name for name in names if pass_of(specs[name]) == "stimulus"]
+    if stimuli:
+        raise ValueError(
+            f"{stimuli} are no attribution maps (family {specs[stimuli[0]].family!r}): explain() does not compute "
+            f"them; their functions ({', '.join(str(specs[n].function) for n in stimuli)}) give what the stimulus "
+            f"shows, and the studies pipeline draws it")
     options = dict(options or {})
     unknown = sorted(set(options) - set(names))
     if unknown:

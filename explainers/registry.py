@@ -14,13 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["gradient", "cam", "perturbation", "product", "sampled", "rule", "activation"]
+Family = Literal["gradient", "cam", "perturbation", "product", "sampled", "rule", "activation", "example"]
 BackwardRule = Literal["plain", "guided", "deconvnet"]
-Output = Literal["channels", "spatial"]
+Output = Literal["channels", "spatial", "picture", "examples"]
 Perturbs = Literal["input", "layer"]
 
 SHARED_FAMILIES: tuple[Family, ...] = ("gradient", "cam", "product")
 """Families served by the engine's one shared forward and its backwards per (rule, target)."""
+
+STIMULUS_FAMILIES: tuple[Family, ...] = ("example",)
+"""Families that are no attribution map: stimuli shown in place of a map (the picture alone, example
+images). :func:`explainers.explain` refuses them; the studies pipeline renders them itself."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,19 @@ class MethodSpec:
               ``function(runner, images, classes, activation, logits, model, layer, **options)``
               computes its own weights (with its own batched forwards for ScoreCAM / AblationCAM,
               see ``perturbs``).
+            * ``example``: no attribution map, a stimulus shown in its place (issue #16): the
+              picture alone, or example images of a reference set. ``explain()`` refuses them;
+              ``function(model, images, classes, *, autocast_dtype=None, **options)`` gives, per
+              image and target, what the stimulus shows (the studies pipeline calls it and draws it).
 
         backward_rule: rectifier rule (:mod:`explainers.rules`) of the shared forward's backward it
             needs: to the input for ``gradient`` and ``product`` methods, to the CAM layer for
             ``cam`` methods; ``None`` for the other families, which run their own passes.
         needs_layer: whether it uses the CAM layer (the engine resolves it, and for ``rule``
             methods hands it to the function).
-        output: ``channels`` -> ``[B, C, H, W]`` signed; ``spatial`` -> ``[B, H, W]``.
+        output: ``channels`` -> ``[B, C, H, W]`` signed; ``spatial`` -> ``[B, H, W]``; ``picture``
+            (``example`` family): the input picture itself, drawn as it is; ``examples``
+            (``example`` family): indices of reference images, drawn side by side.
         doc: one-line description with the reference.
         requires: the two maps a ``product`` method multiplies, ``(channel map, spatial map)``:
             a ``gradient`` method with the product's ``backward_rule`` and a ``cam`` method, the
@@ -99,6 +109,10 @@ class MethodSpec:
             problems.append("times_input is for the gradient family only")
         if self.perturbs is not None and self.family != "activation":
             problems.append("perturbs is for the activation family only")
+        if (self.output in ("picture", "examples")) != (self.family in STIMULUS_FAMILIES):
+            problems.append("output picture/examples is exactly for the example family")
+        if self.family in STIMULUS_FAMILIES and self.needs_layer:
+            problems.append("example methods use no CAM layer")
         if problems:
             raise ValueError(f"MethodSpec {self.name!r}: " + "; ".join(problems))
 
@@ -201,6 +215,19 @@ _LIME_EXCITATION = (
 )
 _SPECS = _SPECS + _LIME_EXCITATION
 # --- end LIME and excitation backprop ---
+
+# --- stimuli that are no attribution map (explainers/methods/examples.py; issue #16) ---
+_EXAMPLES = (
+    MethodSpec("image_only", "example", None, False, "picture",
+               "the picture alone, no explanation (control arm: no explanation / confidence only)",
+               function=_M + "examples:image_only"),
+    MethodSpec("nearest_examples", "example", None, False, "examples",
+               "the k (default 3) reference images nearest in the model's penultimate features, cosine, "
+               "the target class's first (Nguyen et al., 2021)",
+               function=_M + "examples:nearest_examples"),
+)
+_SPECS = _SPECS + _EXAMPLES
+# --- end stimuli that are no attribution map ---
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in _SPECS}
 

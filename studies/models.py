@@ -405,6 +405,10 @@ class Item(models.Model):
     correct_option = models.IntegerField(null=True, blank=True)
     stimulus_a = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
     stimulus_b = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    #: the third and fourth panels of a design that shows more than two (HIVE distinction: the
+    #: maps of the model's top-4 classes side by side); ``Design.stimulus_slots`` names the ones used
+    stimulus_c = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
+    stimulus_d = models.ForeignKey(Stimulus, on_delete=models.PROTECT, related_name="+", null=True, blank=True)
     tie_rank = models.IntegerField(default=0, help_text="seeded random rank that breaks allocation ties")
     n_leased = models.PositiveIntegerField(default=0, help_text="open leases")
     n_answered = models.PositiveIntegerField(default=0)

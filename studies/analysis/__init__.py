@@ -8,12 +8,16 @@ Public surface (see the modules for formulas and references):
 * :func:`rules_from_json`, :func:`apply_exclusions`,
   :func:`analyse_both` (a design names the table function;
   :func:`analyse_with_and_without_exclusions` names it by string) - quality control.
+* :func:`arm_judgments`, :func:`analyse_by_arm` - any analysis on each between-subject arm.
+* :func:`accuracy_ratio`, :func:`accuracy_difference` - between-arm contrasts (utility of
+  explanations; human + AI against a reference) with a two-way cluster bootstrap interval.
 * :func:`mixed_logit` - optional ``correct ~ method + (1|worker) + (1|item)`` (statsmodels,
   imported lazily).
 * :mod:`studies.analysis.stats` - the primitives (Wilson, binomial test, Holm,
   two-way cluster bootstrap, Krippendorff's alpha, majority vote).
 """
 
+from studies.analysis.arms import analyse_by_arm, arm_judgments
 from studies.analysis.judgments import Judgments, score_towards_model_a
 from studies.analysis.mixed import MixedLogitResult, MixedLogitRow, mixed_logit
 from studies.analysis.quality import (
@@ -28,6 +32,7 @@ from studies.analysis.quality import (
     rules_from_json,
     rules_to_json,
 )
+from studies.analysis.ratio import AccuracyDifference, AccuracyRatio, accuracy_difference, accuracy_ratio
 from studies.analysis.tables import (
     DiscriminationAnalysis,
     DiscriminationRow,
@@ -45,6 +50,8 @@ from studies.analysis.tables import (
 )
 
 __all__ = [
+    "AccuracyDifference",
+    "AccuracyRatio",
     "CatchAccuracyBelow",
     "DiscriminationAnalysis",
     "DiscriminationRow",
@@ -61,9 +68,13 @@ __all__ = [
     "TotalTimeBelow",
     "TrustAnalysis",
     "TrustRow",
+    "accuracy_difference",
+    "accuracy_ratio",
     "analyse_both",
+    "analyse_by_arm",
     "analyse_with_and_without_exclusions",
     "apply_exclusions",
+    "arm_judgments",
     "discrimination_analysis",
     "discrimination_table",
     "mixed_logit",

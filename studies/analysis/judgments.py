@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -74,6 +75,12 @@ class Judgments:
         response_ms: Response time of the trial in milliseconds.
         option_position: Screen position of the option clicked (0 = first), for
             straight-lining; ``-1`` where unknown.
+        arm: Between-subject arm of the judgment's worker, an index into ``arm_names``;
+            ``-1`` for a worker without an arm. ``None``: the study has no arms.
+        arm_names: Name of each arm code (empty when ``arm`` is ``None``).
+        item_right_option: The right answer of the judgment's item (``Item.correct_option``, an
+            index into its options; ``-1`` for an item without one), an item-level fact that a
+            design's analysis may split on (e.g. distinction: ``0`` = the top-1 prediction is right).
     """
 
     method: NDArray[np.intp]
@@ -87,6 +94,9 @@ class Judgments:
     is_simulated: NDArray[np.bool_] = field(default=None)  # type: ignore[assignment]
     response_ms: NDArray[np.float64] | None = None
     option_position: NDArray[np.intp] | None = None
+    arm: NDArray[np.intp] | None = None
+    arm_names: tuple[str, ...] = ()
+    item_right_option: NDArray[np.intp] | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -118,7 +128,7 @@ class Judgments:
                 bad = int(np.argmax((s < -2) | (s > 2)))
                 raise ValueError(f"Judgments.score_towards_a[{bad}] = {int(s[bad])} is outside -2..+2")
             put(self, "score_towards_a", s.astype(np.int8, copy=False))
-        for name in ("answer", "option_position"):
+        for name in ("answer", "option_position", "item_right_option"):
             value = getattr(self, name)
             if value is not None:
                 arr = np.asarray(value)
@@ -134,6 +144,26 @@ class Judgments:
             if rt.size and np.nanmin(rt) < 0:
                 raise ValueError("Judgments.response_ms holds a negative time")
             put(self, "response_ms", rt)
+        self._check_arms(put, n)
+
+    def _check_arms(self, put: Any, n: int) -> None:
+        arm_names = tuple(str(a) for a in self.arm_names)
+        if len(set(arm_names)) != len(arm_names):
+            raise ValueError(f"Judgments.arm_names are not unique: {arm_names}")
+        put(self, "arm_names", arm_names)
+        if self.arm is None:
+            if arm_names:
+                raise ValueError("Judgments.arm_names given without Judgments.arm")
+            return
+        arm = np.asarray(self.arm)
+        self._check_len("arm", arm, n)
+        if arm.size and not np.issubdtype(arm.dtype, np.integer):
+            raise ValueError(f"Judgments.arm must hold integer codes, got dtype {arm.dtype}")
+        if arm.size and (arm.min() < -1 or arm.max() >= len(arm_names)):
+            bad = int(np.argmax((arm < -1) | (arm >= len(arm_names))))
+            raise ValueError(f"Judgments.arm[{bad}] = {int(arm[bad])} is neither -1 (no arm) nor the code "
+                             f"of one of the {len(arm_names)} arm_names")  # fmt: skip
+        put(self, "arm", arm.astype(np.intp, copy=False))
 
     @staticmethod
     def _check_len(name: str, arr: NDArray, n: int) -> None:
@@ -164,7 +194,8 @@ class Judgments:
         kwargs = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            kwargs[f.name] = value if f.name == "method_names" or value is None else value[sel]
+            names = f.name in ("method_names", "arm_names")
+            kwargs[f.name] = value if names or value is None else value[sel]
         return Judgments(**kwargs)
 
     @classmethod

@@ -224,6 +224,23 @@ def _multiplicities(rng: np.random.Generator, n_units: int, n_boot: int) -> NDAr
     return np.ascontiguousarray(counts.T)
 
 
+def _stratified_multiplicities(
+    rng: np.random.Generator, worker: NDArray[np.intp], n_workers: int, strata: NDArray, n_boot: int
+) -> NDArray[np.integer]:
+    """:func:`_multiplicities` drawn within each stratum (rows: compact worker codes)."""
+    if strata.shape != worker.shape:
+        raise ValueError(f"worker_strata has shape {strata.shape}, expected {worker.shape}")
+    stratum_of = np.full(n_workers, -1, dtype=np.int64)
+    stratum_of[worker] = strata
+    if (stratum_of[worker] != strata).any():
+        raise ValueError("worker_strata: a worker's judgments carry two strata (workers must be nested in strata)")
+    mult = np.zeros((n_workers, n_boot), dtype=np.int64 if n_workers >= 2**15 else np.int16)
+    for stratum in np.unique(stratum_of):
+        members = np.flatnonzero(stratum_of == stratum)
+        mult[members] = _multiplicities(rng, members.size, n_boot)
+    return mult
+
+
 def two_way_cluster_bootstrap_means(
     values: ArrayLike,
     group: ArrayLike,
@@ -233,6 +250,7 @@ def two_way_cluster_bootstrap_means(
     n_groups: int,
     n_boot: int,
     seed: int | np.random.Generator = 0,
+    worker_strata: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     """Replicates of the per-group mean under a two-way (pigeonhole) cluster bootstrap.
 
@@ -253,6 +271,12 @@ def two_way_cluster_bootstrap_means(
     share the same worker and item draws, so differences between methods can be read off
     the same replicates (a paired comparison when items are shared by methods).
 
+    With ``worker_strata`` (e.g. the between-subject arm), workers are drawn within each
+    stratum: a stratum of ``n_s`` workers gets ``n_s`` draws among its own workers, so every
+    replicate keeps each arm's size, as the design fixed it; items are still drawn once per
+    replicate for the whole study (an item shared by two arms has one multiplicity in both).
+    Without it the draws are exactly those of earlier versions (same seed, same replicates).
+
     Vectorization: per group, the judgments are summed into a sparse matrix ``A`` (values)
     and ``N`` (counts) with rows on the larger cluster side (usually workers) and columns on
     the smaller one; for all replicates at once ``sum_rc R_r C_c A_rc`` is
@@ -270,6 +294,11 @@ def two_way_cluster_bootstrap_means(
         n_groups: Number of groups; groups without judgments give ``nan`` rows.
         n_boot: Number of bootstrap replicates.
         seed: Seed or generator; a fixed seed gives identical replicates.
+        worker_strata: Optional per-judgment stratum code (non-negative); each worker must lie
+            in one stratum. Strata are drawn in code order, then the items.
+
+    Raises:
+        ValueError: If a worker's judgments carry two strata.
 
     Returns:
         Array ``(n_groups, n_boot)`` of replicate means (``nan`` where a replicate holds no
@@ -283,7 +312,10 @@ def two_way_cluster_bootstrap_means(
     w, n_workers = compact_codes(worker)
     i, n_items = compact_codes(item)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    worker_mult = _multiplicities(rng, n_workers, n_boot)
+    if worker_strata is None:
+        worker_mult = _multiplicities(rng, n_workers, n_boot)
+    else:
+        worker_mult = _stratified_multiplicities(rng, w, n_workers, np.asarray(worker_strata), n_boot)
     item_mult = _multiplicities(rng, n_items, n_boot)
     if n_workers >= n_items:  # dense operand = the smaller side (stays in cache)
         row_code, n_rows, row_mult, col_code, n_cols, col_mult = (

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from studies.designs.options import StudyOptions
     from studies.models import ClassifierModel, Image, Item, Stimulus, Study
 
-Side = Literal["main", "left", "right"]
+#: a trial image's place on the page: one picture (``main``), a pair (``left``, ``right``) or panels in
+#: page order (``p1``..``p4``; which stimulus a panel shows is :meth:`Design.side_slot`'s)
+Side = Literal["main", "left", "right", "p1", "p2", "p3", "p4"]
 
 
 class Design:
@@ -52,6 +54,10 @@ class Design:
     models_from: ClassVar[Literal["model", "pair"]] = "model"
     #: what the study checks say when the model (or pair) is missing
     models_missing: ClassVar[str] = "choose a model"
+    #: the item roles (``Item.Role`` values) a between-subject arm's methods filter (``Study.arms``):
+    #: ``selectors.allocation.participant_methods`` offers a participant with an arm only items of
+    #: these roles whose method is its arm's; other roles are everyone's. Default: the main items.
+    arm_roles: ClassVar[tuple[str, ...]] = ("main",)
 
     @property
     def template(self) -> str:
@@ -127,6 +133,12 @@ class Design:
         return [(image, category, list(targets[image.pk]), index)
                 for image in images for index, category in enumerate(targets[image.pk])]
 
+    def main_notes(self, study: Study, images: Sequence[Image], models: Sequence[ClassifierModel],
+                   options: StudyOptions) -> list[str]:  # fmt: skip
+        """What the planner should say about the main items it could not make (the plan summary's
+        ``notes``), e.g. how many images were skipped and why. Default: nothing."""
+        return []
+
     def no_items_message(self, study: Study) -> str:
         """Why the study has no main item (a failed preparation's message): what to change."""
         return f"no image of {study.image_set.name!r} can make a main item of a {self.label or self.name} study"
@@ -137,6 +149,15 @@ class Design:
         from studies.lib.scenes import boxed_categories
 
         return bool(boxed_categories(image))
+
+    def obvious_methods(self, study: Study) -> list[str]:
+        """The methods catch and practice candidates are planned with (``plan._obvious_plan``) and
+        cycled over when kept (``plan.obvious_select``). Default: the study's map methods, in order
+        (a catch or practice item shows a map kept inside a box; the picture alone or example
+        images, ``studies.lib.rendering.NON_MAP_METHODS``, give none)."""
+        from studies.lib.rendering import rendering_of
+
+        return [m for m in dict.fromkeys(study.methods or []) if rendering_of(m) in ("overlay", "gradient")]
 
     def obvious_answer(self, image: Image, category: str, bit: int) -> tuple[list[str], int]:
         """``(options, correct_option)`` of a catch/practice candidate whose target is ``category``.
@@ -205,6 +226,23 @@ class Design:
     def side_label(self, side: Side, wording: Any) -> str:
         """The caption over the image on ``side`` (a trial's images are :attr:`sides`). Default: none."""
         return ""
+
+    def side_labels(self, *, item: Item, option_order: list[int], wording: Any) -> list[str]:
+        """The captions over a trial's images, one per :attr:`sides` in page order. Default:
+        :meth:`side_label` of each side (the item and the drawn order do not change them)."""
+        return [self.side_label(side, wording) for side in self.sides]
+
+    def side_slot(self, side: str, *, option_order: list[int], model_a_shown_left: bool | None) -> str | None:
+        """Which stimulus slot (:attr:`stimulus_slots`: ``"a"`` = ``Item.stimulus_a``, ...) the image on
+        displayed ``side`` shows, from the trial's stored choices; ``None`` for a side the design does not
+        show. Default: ``main`` shows ``a``; ``left`` shows ``a`` when model A is shown left (or no side
+        is stored), else ``b``, and ``right`` the other one."""
+        if side == "main":
+            return "a"
+        if side not in ("left", "right"):
+            return None
+        a_left = model_a_shown_left is not False
+        return "a" if (side == "left") == a_left else "b"
 
     def trial_content(self, *, item: Item, option_order: list[int], wording: Any) -> dict[str, Any]:
         """What a trial offers to answer, as the trial payload's ``options`` (the item's options in
@@ -390,11 +428,12 @@ class Design:
 
     def stored_side_problem(self, model_a_shown_left: bool | None) -> str | None:
         """What is wrong with an assignment's stored Robot A side (``services.audit``), or ``None``: a
-        trial with two sides (:attr:`sides`) stores which model is shown left; a one-picture trial none."""
-        two_sides = len(self.sides) > 1
-        if two_sides and model_a_shown_left is None:
+        trial of a pair (:attr:`models_from` ``"pair"``, drawn by :meth:`draw_choices`) stores which model
+        is shown left; a one-model trial (one picture, or several of one model) none."""
+        pair = self.models_from == "pair"
+        if pair and model_a_shown_left is None:
             return f"({self.name}) stores no Robot A side"
-        if not two_sides and model_a_shown_left is not None:
+        if not pair and model_a_shown_left is not None:
             return f"({self.name}) stores a Robot A side"
         return None
 

@@ -22,8 +22,17 @@ from typing import Any
 ARM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
-def arms_errors(arms: Any, methods: Sequence[str]) -> list[str]:
-    """The problems of ``arms`` for a study whose methods are ``methods`` (empty: valid)."""
+def arms_errors(arms: Any, methods: Sequence[str], *, catch_trials: int = 0, practice_trials: int = 0,
+                practice_by_arm: bool = False) -> list[str]:
+    """The problems of ``arms`` for a study whose methods are ``methods`` (empty: valid).
+
+    With ``catch_trials > 0`` every arm needs a map method (``studies.lib.rendering.is_map``): catch
+    items show maps and are not filtered by arm, so an arm without one (``image_only``, example
+    images) would see catch trials unlike its own trials, an explanation shown to a no-explanation arm.
+    The same holds for practice trials (and the worked example) unless the design draws them per arm
+    (``practice_by_arm``: ``Design.arm_roles`` includes practice, as the forward simulation's
+    learning phase does).
+    """
     if arms in (None, []):
         return []
     if not isinstance(arms, list):
@@ -63,6 +72,19 @@ def arms_errors(arms: Any, methods: Sequence[str]) -> list[str]:
     if missing and not errors:
         errors.append(f"method(s) {', '.join(missing)} are in no arm: nobody would see them; add them to an arm "
                       "or remove them from the study's methods")  # fmt: skip
+    shared_practice = bool(practice_trials) and isinstance(practice_trials, int) and not practice_by_arm
+    if (catch_trials and isinstance(catch_trials, int) or shared_practice) and not errors:
+        from studies.lib.rendering import is_map
+
+        mapless = [arm["name"] for arm in arms if not any(is_map(m) for m in arm["methods"] if m in known)]
+        if mapless and catch_trials and isinstance(catch_trials, int):
+            errors.append(f"arm(s) {', '.join(map(repr, mapless))} show no map, but catch trials show maps to every "
+                          f"participant (a catch trial would look unlike their trials and show them an explanation): "
+                          f"set catch_trials to 0 or give every arm a map method")  # fmt: skip
+        if mapless and shared_practice:
+            errors.append(f"arm(s) {', '.join(map(repr, mapless))} show no map, but this design's practice trials and "
+                          f"worked example show maps to every participant (they would teach a no-explanation arm "
+                          f"with an explanation): set practice_trials to 0 or give every arm a map method")  # fmt: skip
     return errors
 
 

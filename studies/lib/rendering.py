@@ -13,12 +13,18 @@ from typing import Any
 from explainers.registry import METHODS
 from studies.lib.scenes import GATED_BACKGROUND_PREFIX, GATED_PREFIX
 
-__all__ = ["COLOUR_KEYS", "GRADIENT_METHODS", "base_method", "colour_key_rows", "rendering_of"]
+__all__ = ["COLOUR_KEYS", "GRADIENT_METHODS", "NON_MAP_METHODS", "base_method", "colour_key_rows", "is_map",
+           "rendering_of"]
 
 #: Methods whose output is a signed ``[C, H, W]`` input-space attribution, rendered as a gradient
 #: image (grey = 0); every other method gives a spatial map, rendered as a colour overlay. Read
 #: from the engine's registry (``output == "channels"``), which imports without torch.
 GRADIENT_METHODS = frozenset(name for name, spec in METHODS.items() if spec.output == "channels")
+
+#: Methods whose stimulus is no attribution map (registry family ``example``, issue #16): the picture
+#: alone (output ``picture``) or example images side by side (output ``examples``). They are drawn
+#: as what they are, have no colour key, and give no catch or practice (gated) maps.
+NON_MAP_METHODS = frozenset(name for name, spec in METHODS.items() if spec.output in ("picture", "examples"))
 
 #: The colour key of each rendering: what the worker is told, and the legend image (a static
 #: file drawn by ``explainers.render.colour_key_png``; the texts mirror
@@ -51,16 +57,26 @@ def base_method(method: str) -> str:
     return method
 
 
+def is_map(method: str) -> bool:
+    """Whether a (stimulus) method's stimulus is an attribution map (not :data:`NON_MAP_METHODS`)."""
+    return base_method(method) not in NON_MAP_METHODS
+
+
 def rendering_of(method: str) -> str:
-    """``"gradient"`` or ``"overlay"``: how a (stimulus) method's map is drawn."""
-    return "gradient" if base_method(method) in GRADIENT_METHODS else "overlay"
+    """How a (stimulus) method's stimulus is drawn: ``"gradient"`` or ``"overlay"`` for maps;
+    ``"picture"`` or ``"examples"`` (the registry's ``output``) for :data:`NON_MAP_METHODS`."""
+    name = base_method(method)
+    if name in NON_MAP_METHODS:
+        return METHODS[name].output
+    return "gradient" if name in GRADIENT_METHODS else "overlay"
 
 
 def colour_key_rows(methods: Any) -> list[dict[str, str]]:
     """The colour-key rows for a study's methods: one per rendering they use, in a fixed order.
 
     The same rows go with every trial of the study (whatever the trial's own method), so the key
-    itself says nothing about the trial.
+    itself says nothing about the trial. Stimuli that are no map (``picture``, ``examples``) have no
+    colour key: a study of those alone gets no rows.
     """
     used = {rendering_of(str(m)) for m in methods or []}
     return [dict(COLOUR_KEYS[kind]) for kind in ("overlay", "gradient") if kind in used]

@@ -56,6 +56,7 @@ from django.utils import timezone
 
 from studies.designs import design_for
 from studies.designs.options import EVALUATION_KEYS, StudyOptions
+from studies.lib.rendering import is_map
 from studies.lib.scenes import PrepareInputError, class_index
 from studies.models import ClassifierModel, EvaluationResult, Image, Item, Job, Study
 from studies.pipeline import jobs
@@ -156,8 +157,9 @@ def study_evaluate(
 
     started = time.perf_counter()
     study = Study.objects.select_related("model", "model_pair__model_a", "model_pair__model_b", "image_set").get(pk=study_id)
-    if not study.methods:
-        raise EvaluationRefused(f"study {study.name!r} has no methods")
+    evaluated = map_methods(study)
+    if not evaluated:
+        raise EvaluationRefused(f"study {study.name!r} has no attribution map methods to evaluate")
     design = design_for(study)
     options = study_options(study)
     models = design.study_models(study)
@@ -167,7 +169,7 @@ def study_evaluate(
     if not units:
         raise EvaluationRefused(f"image set {study.image_set.name!r} of study {study.name!r} has no image with a category")
     n_images = len({u[0].pk for u in units})
-    n_sanity = len(study.methods) + len(runner.EvaluationSettings().controls)
+    n_sanity = len(evaluated) + len(runner.EvaluationSettings().controls)
     per_model = math.ceil(n_images / runner.EvaluationSettings().explain_batch) + 1 + n_sanity
     total, done = per_model * len(models) + 1, 0
 
@@ -183,8 +185,8 @@ def study_evaluate(
     for model, side in zip(models, sides, strict=True):
         settings = _settings(study, model, overrides, options)
         model_units = [runner.Unit(image, target, category) for image, target, category in units]
-        method_options = {m: options.method_options(m) for m in study.methods if m in options.methods}
-        result = runner.model_evaluate(model, model_units, study.methods, options=method_options, settings=settings,
+        method_options = {m: options.method_options(m) for m in evaluated if m in options.methods}
+        result = runner.model_evaluate(model, model_units, evaluated, options=method_options, settings=settings,
                                        progress=lambda stage, s=side: progress(f"{s + ': ' if s else ''}{stage}"))
         image_ids = [image_id for image_id, _ in result.units]
         common = {"model": model.name, "weights_sha256": model.weights_sha256, "side": side or None,
@@ -220,12 +222,18 @@ def _store(study: Study, rows: dict[tuple[str, str], tuple[list[float | None], d
     return len(keep), deleted
 
 
+def map_methods(study: Study) -> list[str]:
+    """The study's methods that give attribution maps, the ones the metrics evaluate (stimuli that
+    show no map, ``studies.lib.rendering.NON_MAP_METHODS``, have no metric)."""
+    return [m for m in study.methods or [] if is_map(m)]
+
+
 def study_evaluation_current(*, study: Study) -> bool:
     """Whether the study has stored results for every method, made with its models' current weights."""
     stored = {(method, (summary or {}).get("model"), (summary or {}).get("weights_sha256"))
               for method, summary in EvaluationResult.objects.filter(study=study).values_list("method", "summary")}  # fmt: skip
     models = design_for(study).study_models(study)
-    wanted = {(method, model.name, model.weights_sha256) for method in study.methods for model in models}
+    wanted = {(method, model.name, model.weights_sha256) for method in map_methods(study) for model in models}
     return bool(stored) and wanted <= stored
 
 

@@ -60,6 +60,8 @@ from django.db.models import Q
 
 from studies.designs import design_for
 from studies.designs.options import OptionsError, StudyOptions
+from studies.lib.arms import arm_names
+from studies.lib.rendering import is_map
 from studies.lib.scenes import (
     PrepareInputError,
     box_for,
@@ -79,13 +81,16 @@ from studies.pipeline.stimuli import (
 )
 
 MIN_DISPLAY_SIZE = 224
+#: every stimulus slot an item has (``Item.stimulus_a`` .. ``stimulus_d``); a design fills
+#: ``Design.stimulus_slots`` of them
+ITEM_SLOTS = ("a", "b", "c", "d")
 #: At most this share of the main images is reserved for the practice pool.
 MAX_RESERVED_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
 class Slot:
-    """One stimulus an item needs: which side (``a``/``b``) and under which key."""
+    """One stimulus an item needs: which slot (``a``..``d``: ``Item.stimulus_<side>``) and under which key."""
 
     item_id: int
     side: str
@@ -113,6 +118,8 @@ class PlanSummary:
     practice_shared: int = 0
     #: :func:`layout_balance` of the main items' images
     layout: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: what the design says about main items it could not make (``Design.main_notes``: e.g. images skipped)
+    notes: tuple[str, ...] = ()
 
 
 def study_options(study: Study) -> StudyOptions:
@@ -205,8 +212,10 @@ def study_plan(*, study: Study) -> PlanSummary:
             if not was_created and any(getattr(item, k) != v for k, v in defaults.items()):
                 for k, v in defaults.items():
                     setattr(item, k, v)
-                item.stimulus_a = item.stimulus_b = None
-                item.save(update_fields=[*defaults, "stimulus_a", "stimulus_b"])
+                slots = [f"stimulus_{slot}" for slot in ITEM_SLOTS]
+                for name in slots:
+                    setattr(item, name, None)
+                item.save(update_fields=[*defaults, *slots])
             keep.add(item.pk)
         stale = study.items.exclude(pk__in=keep).filter(assignments__isnull=True)
         deleted = stale.count()
@@ -216,7 +225,8 @@ def study_plan(*, study: Study) -> PlanSummary:
     return PlanSummary(main=roles.count(Item.Role.MAIN), catch=roles.count(Item.Role.CATCH),
                        practice=roles.count(Item.Role.PRACTICE), created=created, deleted=deleted,
                        reserved=len(obvious.reserved), practice_shared=obvious.practice_shared,
-                       layout=layout_balance(main_images))
+                       layout=layout_balance(main_images),
+                       notes=tuple(design.main_notes(study, images, models, options)))
 
 
 @dataclass
@@ -276,7 +286,10 @@ def _obvious_plan(study: Study, model: ClassifierModel, images: Sequence[Image],
         catch_images = [image for image in main_boxed if image not in practice_images][:want_catch] or list(boxed[:1])
     practice_shared_ids = {image.pk for image in practice_images if image.pk in main_targets and image.pk not in reserved}
 
-    methods = list(dict.fromkeys(study.methods or []))
+    # catch and practice items show real maps kept inside a box: methods that show no map (the picture
+    # alone, example images; ``studies.lib.rendering.NON_MAP_METHODS``) give none, unless the design
+    # says otherwise (``Design.obvious_methods``: forward simulation's learning phase, one pool per arm)
+    methods = design.obvious_methods(study)
     specs: list[dict[str, Any]] = []
     for role, pool, count in ((Item.Role.PRACTICE, practice_images, n_practice), (Item.Role.CATCH, catch_images, n_catch)):
         if not count:
@@ -355,8 +368,10 @@ def _share(salience: Any, image: Image, on: str, against: str | None) -> float:
     return mass_on / (mass_on + mass_other) if mass_on + mass_other > 0 else 0.0
 
 
-def obvious_share(study: Study, item: Item, cache: dict[int, Any] | None = None) -> float:
-    """How plainly a catch/practice item's maps give its right answer (0..1, from the PNGs).
+def obvious_share(study: Study, item: Item, cache: dict[int, Any] | None = None) -> float | None:
+    """How plainly a catch/practice item's maps give its right answer (0..1, from the PNGs); ``None``
+    when the item shows no map to read (``studies.lib.rendering.is_map`` false for every one of its
+    stimuli: the picture alone of a forward-simulation control arm's learning item).
 
     The smallest, over the item's maps (``Design.obvious_maps``: each map, the category it must
     show and the one it must not), of the share of the map's salience on the first category's
@@ -368,8 +383,14 @@ def obvious_share(study: Study, item: Item, cache: dict[int, Any] | None = None)
     cache = {} if cache is None else cache
     image = item.image
     other = next((c for c in boxed_categories(image) if c != item.target_label), None)
-    return min(_share(_salience_in(stimulus, cache), image, on, against)
-               for stimulus, on, against in design_for(study).obvious_maps(item, other))
+    shares = [_share(_salience_in(stimulus, cache), image, on, against)
+              for stimulus, on, against in design_for(study).obvious_maps(item, other) if is_map(stimulus.method)]
+    return min(shares) if shares else None
+
+
+def _plain(share: float | None) -> bool:
+    """A candidate's share is enough (:data:`OBVIOUS_MIN_SHARE`), or it shows no map to fall short."""
+    return share is None or share >= OBVIOUS_MIN_SHARE
 
 
 def obvious_select(*, study: Study) -> ObviousSelection:
@@ -377,10 +398,14 @@ def obvious_select(*, study: Study) -> ObviousSelection:
 
     Runs when every stimulus slot is filled (the preparation's last step). Per role it keeps
     :func:`practice_pool_size` / :func:`catch_pool_size` items, one at a time, preferring in this
-    order: a share of at least :data:`OBVIOUS_MIN_SHARE` (:func:`obvious_share`); the side that
+    order: a share of at least :data:`OBVIOUS_MIN_SHARE` (:func:`obvious_share`; a candidate with no
+    map to read, share ``None``, counts as plain, and such candidates are taken in their seeded
+    ``tie_rank`` order); the side that
     has been kept less (``Design.obvious_side``; discrimination: the target's left/right; trust:
     robot A or B); an
-    (image, target) not kept yet; the next method of the study's methods in a seeded cycle (so
+    (image, target) not kept yet; the next of ``Design.obvious_methods`` in a seeded cycle (first
+    of all, before the share, for a role the arms draw from their own methods, ``Design.arm_roles``,
+    so each arm gets its share of the pool; so
     catch and practice show the study's methods about as often as the main items do); then the
     larger share. Candidates answered already are always kept. Deterministic: the PNGs are.
     """
@@ -393,11 +418,13 @@ def obvious_select(*, study: Study) -> ObviousSelection:
     lowest: dict[str, float] = {}
     cache: dict[int, Any] = {}
     deleted = 0
-    methods = list(dict.fromkeys(study.methods or []))
+    design = design_for(study)
+    methods = design.obvious_methods(study)
     random.Random(f"{study.seed}:obvious-methods").shuffle(methods)
-    side = design_for(study).obvious_side
+    side = design.obvious_side
+    with_arms = bool(arm_names(study.arms))
     for role, need in ((Item.Role.PRACTICE, practice_pool_size(study)), (Item.Role.CATCH, catch_pool_size(study))):
-        items = list(study.items.filter(role=role).select_related("image", "stimulus_a", "stimulus_b")
+        items = list(study.items.filter(role=role).select_related("image", *(f"stimulus_{slot}" for slot in ITEM_SLOTS))
                      .annotate(used=Exists(Assignment.objects.filter(item=OuterRef("pk")))).order_by("tie_rank", "pk"))
         if not items:
             continue
@@ -409,16 +436,18 @@ def obvious_select(*, study: Study) -> ObviousSelection:
             sides = Counter(side(item) for item in chosen)
             pairs = {(item.image_id, item.target_class) for item in chosen}
             want_method = methods[len(chosen) % len(methods)] if methods else None
-            best = max(pool, key=lambda c: (shares[c.pk] >= OBVIOUS_MIN_SHARE, -sides[side(c)],
+            # a role drawn per arm (``Design.arm_roles``) needs every arm's pool: the method cycle first
+            per_arm = with_arms and role in design.arm_roles
+            best = max(pool, key=lambda c: (not per_arm or c.method == want_method, _plain(shares[c.pk]), -sides[side(c)],
                                             (c.image_id, c.target_class) not in pairs, c.method == want_method,
-                                            shares[c.pk]))
+                                            shares[c.pk] or 0.0))
             chosen.append(best)
             pool.remove(best)
         if pool:
             deleted += Item.objects.filter(pk__in=[item.pk for item in pool], assignments__isnull=True).delete()[0]
         kept[role] = len(chosen)
-        below[role] = sum(shares[item.pk] < OBVIOUS_MIN_SHARE for item in chosen)
-        lowest[role] = round(min((shares[item.pk] for item in chosen), default=1.0), 3)
+        below[role] = sum(not _plain(shares[item.pk]) for item in chosen)
+        lowest[role] = round(min((shares[item.pk] for item in chosen if shares[item.pk] is not None), default=1.0), 3)
     if deleted:
         _assign_tie_ranks(study)
     return ObviousSelection(kept, below, lowest, deleted)

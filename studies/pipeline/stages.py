@@ -114,7 +114,7 @@ def prepare_plan_stage(*, job_id: int) -> list[Chunk] | None:
 
 
 def _unlink_stale(study: Study) -> None:
-    items = list(study.items.select_related("stimulus_a", "stimulus_b"))
+    items = list(study.items.select_related("stimulus_a", "stimulus_b", "stimulus_c", "stimulus_d"))
     for slot in item_slots(study, items):
         item = next(i for i in items if i.pk == slot.item_id)
         linked: Stimulus | None = getattr(item, f"stimulus_{slot.side}")

@@ -49,6 +49,15 @@ from studies.models import ClassifierModel, Stimulus
 # 2: CAM overlays on the picture's luminance (grey) by default; catch/practice maps are real maps
 #    kept inside one object's box (``gated:``) instead of plain boxes.
 RENDER_VERSION = 2
+
+#: Gap between the tiles of an ``examples`` stimulus: ``max(2, display_size // 32)`` pixels (a rule, recorded
+#: in its render settings as this text).
+EXAMPLE_GAP = "max(2, display_size // 32)"
+
+
+def example_gap(display_size: int) -> int:
+    """Pixels between the tiles of an ``examples`` stimulus (:data:`EXAMPLE_GAP`)."""
+    return max(2, display_size // 32)
 TEMP_PREFIX = ".tmp-"
 
 # The stimulus-method prefixes of the obvious (catch, practice) renderings, ``GATED_PREFIX`` and
@@ -60,10 +69,24 @@ TEMP_PREFIX = ".tmp-"
 
 
 def render_settings(method: str, *, overlay_base: str = DEFAULT_OVERLAY_BASE) -> dict[str, Any]:
-    """How a method's map is drawn (part of the stimulus key): colour map, blend and base, or gradient style."""
+    """How a method's map is drawn (part of the stimulus key): colour map, blend and base, or gradient style.
+
+    Stimuli that are no map (``studies.lib.rendering.NON_MAP_METHODS``): ``picture`` is the picture
+    itself, RGB, resized (bilinear, no crop) to the display size exactly as the maps' pictures are,
+    encoded by the same PNG writer (``explainers.render.png_bytes``); ``examples`` is ``k`` such
+    tiles left to right, :data:`EXAMPLE_GAP` apart on white. Both are always in **colour**:
+    ``overlay_base`` only says what a colour map is blended with, and there is none here (so it is
+    not part of their key).
+    """
     if overlay_base not in OVERLAY_BASES:
         raise ValueError(f"overlay_base must be one of {OVERLAY_BASES}, got {overlay_base!r}")
-    if rendering_of(method) == "gradient":
+    rendering = rendering_of(method)
+    if rendering == "picture":
+        return {"kind": "picture", "resize": "bilinear", "colour": "rgb"}
+    if rendering == "examples":
+        return {"kind": "examples", "resize": "bilinear", "colour": "rgb", "layout": "row", "gap": EXAMPLE_GAP,
+                "background": "white"}
+    if rendering == "gradient":
         return {"kind": "gradient", "style": "color", "percentile": 99.5}
     return {"kind": "overlay", "colormap": "jet", "alpha": 0.5, "base": overlay_base}
 

@@ -15,6 +15,7 @@ from functools import cache
 
 from django.db.models import Count, Exists, F, OuterRef, QuerySet
 
+from studies.designs.registry import design_for
 from studies.lib import rows
 from studies.lib.arms import arm_methods, arm_names
 from studies.models import Assignment, Item, Participant, Study
@@ -52,9 +53,12 @@ def _slot_counts_sql(vendor: str) -> str:
     return f"SELECT {counts} FROM {rows.table(Assignment)} WHERE {rows.q('participant_id')} = %s"
 
 
-def participant_methods(*, study: Study, participant: Participant | None) -> tuple[str, ...] | None:
-    """The methods whose main items ``participant`` may be offered: ``None`` = every method (no arm)."""
-    if participant is None or not participant.arm:
+def participant_methods(*, study: Study, participant: Participant | None,
+                        role: str = Item.Role.MAIN) -> tuple[str, ...] | None:  # fmt: skip
+    """The methods whose items of ``role`` ``participant`` may be offered: ``None`` = every method (no arm,
+    or a role its design's arms do not filter, ``Design.arm_roles``)."""
+    # issue 16: the roles an arm filters are the design's (forward simulation: main and practice)
+    if participant is None or not participant.arm or role not in design_for(study).arm_roles:
         return None
     return arm_methods(study.arms, participant.arm)
 

@@ -23,6 +23,12 @@ Codes handed to :class:`studies.analysis.Judgments`:
   the scale position ``score towards Robot A + 2``), the position for the straight-lining rule.
   Which responses hold a usable answer is the design's rule too (``Design.judgments_usable``).
 * ``response_ms``: the client-measured time, else ``answered_at - shown_at`` on the server.
+* ``arm`` (a study with arms, or a participant holding one): the participant's
+  ``Participant.arm`` as an index into ``arm_names`` (the study's arms in their configured order,
+  then any other arm a participant holds), ``-1`` for a participant without an arm. It comes with
+  the participants' query, so the COPY and the ``fetchall`` transports give the same codes.
+* ``item_right_option``: the judgment's item's ``correct_option`` (``-1`` where it has none), from
+  the items' query (the same on both transports); a design's analysis may split on it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from numpy.typing import NDArray
 
 from studies.analysis import Judgments
 from studies.designs import design_for
+from studies.lib.arms import arm_names as configured_arm_names
 from studies.models import Item, Participant, Study
 
 __all__ = ["StudyJudgments", "study_judgments_load", "study_judgment_columns"]
@@ -206,7 +213,7 @@ def study_judgments_load(*, study: Study, method: Literal["auto", "copy", "fetch
         Item.objects.filter(study_id=study.pk)
         .exclude(role=Item.Role.PRACTICE)
         .order_by("id")
-        .values_list("id", "method", "role", "image_id", "target_class", "options")
+        .values_list("id", "method", "role", "image_id", "target_class", "options", "correct_option")
     )
     names = [str(m) for m in (study.methods or [])]
     for _, item_method, role, *_ in items:
@@ -221,11 +228,17 @@ def study_judgments_load(*, study: Study, method: Literal["auto", "copy", "fetch
     unit_keys = sorted({(row[3], row[4]) for row in items})  # code order = (image id, target class)
     unit_code = {key: code for code, key in enumerate(unit_keys)}
     item_unit = np.array([unit_code[(row[3], row[4])] for row in items], dtype=np.intp)
+    item_right = np.array([-1 if row[6] is None else row[6] for row in items], dtype=np.intp)
     n_options = max([len(row[5] or []) for row in items if row[2] == Item.Role.MAIN] or [2])
 
-    participants = list(Participant.objects.filter(study_id=study.pk).order_by("id").values_list("id", "is_simulated"))
+    participants = list(Participant.objects.filter(study_id=study.pk).order_by("id")
+                        .values_list("id", "is_simulated", "arm"))  # fmt: skip
     participant_ids = np.array([p[0] for p in participants], dtype=np.int64)
     participant_sim = np.array([p[1] for p in participants], dtype=bool)
+    arms = list(configured_arm_names(study.arms))
+    arms += sorted({p[2] for p in participants if p[2]} - set(arms))
+    arm_code = {name: code for code, name in enumerate(arms)}
+    participant_arm = np.array([arm_code.get(p[2], -1) for p in participants], dtype=np.intp)
 
     it = np.searchsorted(item_ids, cols["item_id"])
     wk = np.searchsorted(participant_ids, cols["participant_id"])
@@ -250,7 +263,11 @@ def study_judgments_load(*, study: Study, method: Literal["auto", "copy", "fetch
         "is_catch": is_catch,
         "is_simulated": participant_sim[wk] if wk.size else np.zeros(0, dtype=bool),
         "response_ms": response_ms,
+        "item_right_option": item_right[it] if it.size else np.zeros(0, dtype=np.intp),
     }
+    if arms:
+        common["arm"] = participant_arm[wk] if wk.size else np.zeros(0, dtype=np.intp)
+        common["arm_names"] = tuple(arms)
     score_a = score_raw[keep]
     answers = design.judgment_answers(
         chosen_option=chosen,

@@ -19,9 +19,11 @@ from django.templatetags.static import static
 from django.urls import get_script_prefix, reverse
 from django.utils.http import RFC3986_SUBDELIMS
 
+from studies.designs.base import Side
 from studies.designs.options import DEFAULT_OVERLAY_BASE
 from studies.designs.registry import design_for
 from studies.lib import rows
+from studies.lib.arms import arm_methods
 from studies.lib.choices import practice_choices
 from studies.lib.rendering import colour_key_rows, rendering_of
 from studies.lib.wording import PLACEHOLDERS, SCALE_POINTS, TEXT_KEYS, template_error
@@ -217,7 +219,7 @@ def participant_state(participant: Participant) -> ParticipantState:
 
 @dataclass(frozen=True)
 class TrialImage:
-    side: Literal["main", "left", "right"]
+    side: Side
     label: str
     url: str
 
@@ -253,17 +255,21 @@ def _colour_key_rows(methods: tuple[str, ...], base: str, static_prefix: str) ->
     return tuple(rows_)
 
 
-def study_colour_key(study: Study) -> list[ColourKeyRow]:
-    """The study's colour key: one row per rendering its methods use, the same on every trial.
+def study_colour_key(study: Study, arm: str = "") -> list[ColourKeyRow]:
+    """The colour key a participant sees: one row per rendering the methods they can be shown use,
+    the same on every one of their trials.
 
     Built from the study's methods (not the trial's), so the key itself says nothing about the
-    trial's method or answer.
+    trial's method or answer; a participant in a between-subject arm (``arm``) gets its arm's
+    methods only, so an arm shown no map (``image_only``, ``nearest_examples``) gets no heatmap key.
     """
     try:  # a stored value the admin would refuse never breaks a worker page: the default look
         base = design_for(study).options(study).overlay_base
     except ValueError:
         base = DEFAULT_OVERLAY_BASE
     methods = tuple(str(m) for m in (study.methods or []))
+    if arm and isinstance(study.arms, list):
+        methods = tuple(str(m) for m in arm_methods(study.arms, arm) or methods)
     return list(_colour_key_rows(methods, base, static("")))
 
 
@@ -317,10 +323,13 @@ class ExampleView(TrialView):
         return {**super().as_dict(), "answer": self.answer, "why": self.why}
 
 
-def _images(*, study: Study, wording: Wording, url_for: Any) -> list[TrialImage]:
-    """One image per side of the design (``Design.sides``, in page order), captioned by ``Design.side_label``."""
+def _images(*, study: Study, item: Item, option_order: list[int], wording: Wording, url_for: Any) -> list[TrialImage]:
+    """One image per side of the design (``Design.sides``, in page order), captioned by
+    ``Design.side_labels``. The URL names the displayed side only (the same shape on every side):
+    which stored stimulus it shows is resolved on the server (:func:`stimulus_for_side`)."""
     design = design_for(study)
-    return [TrialImage(side=side, label=design.side_label(side, wording), url=url_for(side)) for side in design.sides]
+    labels = design.side_labels(item=item, option_order=option_order, wording=wording)
+    return [TrialImage(side=side, label=label, url=url_for(side)) for side, label in zip(design.sides, labels, strict=True)]
 
 
 #: The stimulus columns an image response needs (the rest of the row, e.g. its settings, is not read).
@@ -330,9 +339,11 @@ STIMULUS_FIELDS = ("file", "sha256")
 def assignment_for_image(*, participant_token: str, assignment_token: str) -> Assignment | None:
     """The participant's assignment with this token, for its images (one query), or ``None``.
 
-    Loads only ``model_a_shown_left``, the item's two stimuli and their :data:`STIMULUS_FIELDS`
-    (the rest deferred), like ``Assignment.objects.select_related("item__stimulus_a",
-    "item__stimulus_b").only(...).filter(participant__token=..., token=...).first()``.
+    Loads only ``model_a_shown_left`` and ``option_order`` (the stored choices that say which
+    stimulus a displayed side shows), the item's study's ``kind`` (its design), the item's four
+    stimulus slots and their :data:`STIMULUS_FIELDS` (the rest deferred), like
+    ``Assignment.objects.select_related("item__study", "item__stimulus_a", ..., "item__stimulus_d")
+    .only(...).filter(participant__token=..., token=...).first()``.
     """
     if not participant_token or not assignment_token:
         return None
@@ -343,53 +354,63 @@ def assignment_for_image(*, participant_token: str, assignment_token: str) -> As
     start = rows.width(Assignment, _IMAGE_ASSIGNMENT)
     item = rows.instance(Item, row, start, _IMAGE_ITEM)
     start += rows.width(Item, _IMAGE_ITEM)
-    for name in ("stimulus_a", "stimulus_b"):
+    for name in _IMAGE_ITEM[1:]:
         stimulus = rows.instance(Stimulus, row, start, STIMULUS_FIELDS) if row[start] is not None else None
         Item._meta.get_field(name).set_cached_value(item, stimulus)
         start += rows.width(Stimulus, STIMULUS_FIELDS)
+    Item._meta.get_field("study").set_cached_value(item, rows.instance(Study, row, start, _IMAGE_STUDY))
     Assignment._meta.get_field("item").set_cached_value(assignment, item)
     return assignment
 
 
-_IMAGE_ASSIGNMENT = ("item", "model_a_shown_left")
-_IMAGE_ITEM = ("stimulus_a", "stimulus_b")
+_IMAGE_ASSIGNMENT = ("item", "model_a_shown_left", "option_order")
+_IMAGE_ITEM = ("study", "stimulus_a", "stimulus_b", "stimulus_c", "stimulus_d")
+_IMAGE_STUDY = ("kind",)
+#: the stimulus slots joined by :func:`_image_sql` (``Item.stimulus_<slot>``), in row order
+_IMAGE_SLOTS = ("a", "b", "c", "d")
 
 
 @cache
 def _image_sql(vendor: str) -> str:
     q, id_ = rows.q, rows.q("id")
+    stimuli = ", ".join(rows.columns(Stimulus, f"s{slot}", STIMULUS_FIELDS) for slot in _IMAGE_SLOTS)
+    joins = " ".join(f"LEFT OUTER JOIN {rows.table(Stimulus)} s{slot} ON s{slot}.{id_} = i.{q(f'stimulus_{slot}_id')}"
+                     for slot in _IMAGE_SLOTS)  # fmt: skip
     return (
         f"SELECT {rows.columns(Assignment, 'a', _IMAGE_ASSIGNMENT)}, {rows.columns(Item, 'i', _IMAGE_ITEM)}, "
-        f"{rows.columns(Stimulus, 'sa', STIMULUS_FIELDS)}, {rows.columns(Stimulus, 'sb', STIMULUS_FIELDS)} "
+        f"{stimuli}, {rows.columns(Study, 'st', _IMAGE_STUDY)} "
         f"FROM {rows.table(Assignment)} a "
         f"INNER JOIN {rows.table(Participant)} p ON p.{id_} = a.{q('participant_id')} "
         f"INNER JOIN {rows.table(Item)} i ON i.{id_} = a.{q('item_id')} "
-        f"LEFT OUTER JOIN {rows.table(Stimulus)} sa ON sa.{id_} = i.{q('stimulus_a_id')} "
-        f"LEFT OUTER JOIN {rows.table(Stimulus)} sb ON sb.{id_} = i.{q('stimulus_b_id')} "
+        f"INNER JOIN {rows.table(Study)} st ON st.{id_} = i.{q('study_id')} "
+        f"{joins} "
         f"WHERE p.{q('token')} = %s AND a.{q('token')} = %s"
     )
 
 
-def stimulus_for_side(*, item: Item, side: str, model_a_shown_left: bool | None):  # type: ignore[no-untyped-def]
-    """The ``Stimulus`` shown on ``side`` (main/left/right) of a trial, or ``None``."""
-    if side == "main":
-        return item.stimulus_a
-    if side not in ("left", "right"):
+def stimulus_for_side(*, study: Study, item: Item, side: str, model_a_shown_left: bool | None,
+                      option_order: list[int] | None = None):  # type: ignore[no-untyped-def]  # fmt: skip
+    """The ``Stimulus`` shown on displayed ``side`` of a trial, or ``None``: the slot the study's design
+    names for it from the trial's stored choices (``Design.side_slot``: ``main`` -> a; ``left``/``right``
+    by ``model_a_shown_left``; a panel ``p<k>`` by ``option_order``), so a URL names a place on the page,
+    never which stimulus is right."""
+    design = design_for(study)
+    slot = design.side_slot(side, option_order=list(option_order or []), model_a_shown_left=model_a_shown_left)
+    if slot is None or slot not in design.stimulus_slots:
         return None
-    a_left = model_a_shown_left is not False
-    return item.stimulus_a if (side == "left") == a_left else item.stimulus_b
+    return getattr(item, f"stimulus_{slot}")
 
 
 def _view(
     *, study: Study, item: Item, token: str, option_order: list[int], model_a_shown_left: bool | None,
     number: int, total: int, url_for: Any, preload: list[str], expires_at: str = "", absolute: Any = str,
-    view_class: type[TrialView] = TrialView, **extra: Any,
+    view_class: type[TrialView] = TrialView, arm: str = "", **extra: Any,
 ) -> TrialView:  # fmt: skip
     """One trial as shown: the design says what it offers (``Design.trial_content``) and its images."""
     design = design_for(study)
     wording = study_wording(study)
     content = design.trial_content(item=item, option_order=option_order, wording=wording)
-    key = study_colour_key(study)
+    key = study_colour_key(study, arm)
     if absolute is not str:
         key = [ColourKeyRow(r.kind, absolute(r.image), r.low, r.high, r.description) for r in key]
     return view_class(
@@ -399,7 +420,7 @@ def _view(
         hint=wording.hint,
         number=number,
         total=total,
-        images=_images(study=study, wording=wording, url_for=url_for),
+        images=_images(study=study, item=item, option_order=option_order, wording=wording, url_for=url_for),
         options=list(content["options"]),
         scale=list(content["scale"]),
         predicted=content["predicted"],
@@ -471,6 +492,7 @@ def trial_view(
         preload=preload,
         expires_at=current.expires_at.isoformat(),
         absolute=absolute,
+        arm=participant.arm,
     )
 
 
@@ -494,15 +516,16 @@ def practice_views(*, participant: Participant, items: list[Item], attempt: int,
             _view(
                 study=study, item=item, token=item.public_id, option_order=choices.option_order,
                 model_a_shown_left=choices.model_a_shown_left, number=number, total=len(items),
-                url_for=url_for, preload=[],
+                url_for=url_for, preload=[], arm=participant.arm,
             )
         )  # fmt: skip
     return views
 
 
-def example_view(*, study: Study, item: Item | None) -> ExampleView | None:
+def example_view(*, study: Study, item: Item | None, arm: str = "") -> ExampleView | None:
     """The worked example for the MTurk preview and the instructions: a practice item (fixed
-    option order, model A on the left), with its right answer and why (:func:`example_answer`).
+    option order, model A on the left), with its right answer and why (:func:`example_answer`);
+    ``arm``: the participant's between-subject arm (its colour key).
 
     Practice items come from the study's own pipeline (one of its methods, its renderer, the
     map kept on one object), so the example teaches the encoding of the real trials.
@@ -517,7 +540,7 @@ def example_view(*, study: Study, item: Item | None) -> ExampleView | None:
     view = _view(
         study=study, item=item, token="example", option_order=list(range(len(item.options or []))),
         model_a_shown_left=True, number=1, total=1, url_for=url_for, preload=[], view_class=ExampleView,
-        answer=answer, why=why,
+        answer=answer, why=why, arm=arm,
     )  # fmt: skip
     assert isinstance(view, ExampleView)
     return view

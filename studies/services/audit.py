@@ -21,12 +21,13 @@ transaction and answers the HTTP request only after the commit). The invariants:
    (normalised worker id) holds two *completed* participants in the study. Several unfinished
    participants under one worker id are allowed: each is bound to its own platform session
    (``services.participation``), since a worker id is public.
-6. ``stimulus``: every stimulus an item shows exists in storage and hashes to its ``sha256``.
+6. ``stimulus``: every stimulus an item shows (each slot of ``Design.stimulus_slots``) exists in
+   storage and hashes to its ``sha256``.
 7. ``codes``: every completed participant holds its own completion code, equal to
    ``completion_code_derive(study, token)``, and no two participants share one.
 8. ``choices``: every assignment stores the random choices its worker saw, and they are
    well-formed: ``option_order`` a permutation of the item's option indices, ``model_a_shown_left``
-   set on trials with two sides (trust) and empty otherwise (``Design.stored_side_problem``). The audit reads what was stored; it never re-derives a
+   set on trials of a pair of models (trust) and empty otherwise (``Design.stored_side_problem``). The audit reads what was stored; it never re-derives a
    choice from the seed (the draws are keyed with ``SECRET_KEY``, ``lib.slots.slot_rng``, so a
    re-derivation would also break when the key is rotated).
 9. ``screened``: a participant screened out by the practice holds no assignment, no completion
@@ -232,8 +233,11 @@ def _check_arms(report: AuditReport, study: Study) -> None:
 
 
 def _study_stimuli(study: Study) -> Iterable[Stimulus]:
-    ids = set(Item.objects.filter(study=study, stimulus_a__isnull=False).values_list("stimulus_a", flat=True))
-    ids |= set(Item.objects.filter(study=study, stimulus_b__isnull=False).values_list("stimulus_b", flat=True))
+    """The stimuli the study's items show: every slot its design uses (``Design.stimulus_slots``:
+    ``a`` = ``Item.stimulus_a``, ...; one query for all of them)."""
+    fields = [f"stimulus_{slot}" for slot in design_for(study).stimulus_slots]
+    rows = Item.objects.filter(study=study).values_list(*fields)
+    ids = {pk for row in rows for pk in row if pk is not None}
     return Stimulus.objects.filter(pk__in=ids).order_by("pk").only("file", "sha256", "method", "image_id")
 
 

@@ -8,7 +8,8 @@ Exports (``EXPORT_KINDS``):
   or scores, the worker's comment, hashed worker id,
   platform ids, times, response times, exclusion flags (any rule and one column per rule), the
   participant's questionnaire answers (``q_<name>``, one column per question), simulated flag.
-* ``summary`` - one row per (with/without exclusions, method) with every statistic.
+* ``summary`` - one row per (with/without exclusions, method) with every statistic, for the
+  whole study (``arm`` empty) then for each between-subject arm.
 * ``pairwise`` - one row per (with/without exclusions, pair of methods), Holm-adjusted.
 * ``exclusions`` - one row per rule with the workers and judgments it flags.
 * ``mturk`` - MTurk batch-results shape: one row per participant with ``HITId``,
@@ -483,7 +484,7 @@ def _questionnaire(study: Study) -> tuple[list[str], Iterator[list[Any]]]:
 def _results_dicts(results: StudyResults, export: str) -> tuple[list[str], Iterator[list[Any]]]:
     """The ``summary``, ``pairwise`` or ``exclusions`` export of computed results."""
     if export == "summary":
-        return _dict_rows(summary_rows(results), ("analysis", "method"))
+        return _dict_rows(summary_rows(results), ("analysis", "arm", "method"))
     if export == "pairwise":
         return _dict_rows(pairwise_rows(results), ("analysis", "method_a", "method_b"))
     report = results.analysis.exclusions

@@ -61,7 +61,7 @@ from studies.designs.registry import design_for
 from studies.lib.choices import AssignmentChoices, practice_choices
 from studies.lib.slots import slot_rng
 from studies.models import Item, Participant, Study
-from studies.selectors.allocation import main_slot_available, slot_counts
+from studies.selectors.allocation import main_slot_available, participant_methods, slot_counts
 from studies.selectors.participation import (
     practice_attempt,
     practice_attempt_limit,
@@ -584,19 +584,31 @@ def participant_consent(
 
 def practice_pool(*, study: Study) -> list[Item]:
     """Every practice item of the study in seeded order (``tie_rank``, id), with their stimuli."""
-    query = Item.objects.filter(study=study, role=Item.Role.PRACTICE).select_related("stimulus_a", "stimulus_b")
+    query = Item.objects.filter(study=study, role=Item.Role.PRACTICE).select_related(
+        "stimulus_a", "stimulus_b", "stimulus_c", "stimulus_d")
     return list(query.order_by("tie_rank", "id"))
 
 
-def practice_items(*, study: Study) -> list[Item]:
+def practice_items(*, study: Study, participant: Participant | None = None) -> list[Item]:
     """The practice pool (see :func:`practice_pool`); empty when the study has no practice.
 
     The first one is the worked example of the instructions and the MTurk preview
-    (:func:`practice_example`). A participant's round is :func:`practice_draw`.
+    (:func:`practice_example`). A participant's round is :func:`practice_draw`. With
+    ``participant``, a design whose arms choose the practice items (``Design.arm_roles``: the
+    forward simulation's learning phase) gives that participant's arm's items only, so its worked
+    example is one of them (a no-explanation arm is never taught by a map).
     """
     if study.practice_trials <= 0:
         return []
-    return practice_pool(study=study)
+    pool = practice_pool(study=study)
+    methods = participant_methods(study=study, participant=participant, role=Item.Role.PRACTICE)
+    return pool if methods is None else [item for item in pool if item.method in methods]
+
+
+def practice_example_shown(*, study: Study) -> bool:
+    """Whether the MTurk preview (before entry: no arm yet) may show a worked example: not when the
+    study's arms choose the practice items, since one arm's example would teach every arm."""
+    return not (study.arms and Item.Role.PRACTICE in design_for(study).arm_roles)
 
 
 def practice_example(*, study: Study, pool: list[Item] | None = None) -> Item | None:
@@ -618,6 +630,10 @@ def practice_draw(*, study: Study, participant_token: str, attempt: int, pool: l
     example < shown in an earlier attempt, oldest first), ties broken by the keyed generator.
     """
     pool = practice_items(study=study) if pool is None else pool
+    if study.arms and Item.Role.PRACTICE in design_for(study).arm_roles:  # issue 16: the arm's practice items only
+        arm_of = Participant.objects.filter(study=study, token=participant_token).first()
+        methods = participant_methods(study=study, participant=arm_of, role=Item.Role.PRACTICE)
+        pool = pool if methods is None else [item for item in pool if item.method in methods]
     n = practice_round_size(study=study, pool=pool)
     if n == 0 or attempt < 1:
         return []

@@ -4,7 +4,9 @@ The results page, the plots, the summary export and the reproducibility pack all
 :class:`StudyResults`, computed by :func:`study_results_compute` from
 :func:`studies.selectors.judgments.study_judgments_load` and the study design's analysis
 (``Design.analyse``: the design's table of :mod:`studies.analysis` on every worker and without
-the workers the study's exclusion rules flag). It is live: the cache
+the workers the study's exclusion rules flag). A study with between-subject arms gets the same
+analysis on each arm's judgments too (:func:`studies.analysis.arm_judgments`: the design's own
+``analyse`` on the arm's participants only, whatever the design). It is live: the cache
 key holds the number of responses and the newest response id, so a new judgment gives a new
 key, and entries expire after ``RESULTS_CACHE_SECONDS`` anyway.
 """
@@ -23,9 +25,11 @@ from django.db.models import Count, Max
 
 from studies.analysis import (
     DiscriminationAnalysis,
+    Judgments,
     PairwiseRow,
     StudyAnalysis,
     TrustAnalysis,
+    arm_judgments,
     rows_as_dicts,
     rules_from_json,
 )
@@ -35,6 +39,7 @@ from studies.selectors.judgments import StudyJudgments, study_judgments_load
 
 __all__ = [
     "RESULTS_CACHE_SECONDS",
+    "ArmResults",
     "EvaluationRow",
     "StudyResults",
     "evaluations_beside_human",
@@ -63,6 +68,29 @@ class EvaluationRow:
 
 
 @dataclass(frozen=True, eq=False)
+class ArmResults:
+    """The study's analysis on one between-subject arm's participants.
+
+    Attributes:
+        name: The arm (``Study.arms``; ``Participant.arm``).
+        analysis: The design's tables on the arm's judgments, without and with the exclusions.
+        method_names: Row order of the arm's tables (the methods its participants judged).
+        n_judgments: Main judgments analysed in the arm.
+        n_workers: Participants of the arm with at least one main judgment analysed.
+    """
+
+    name: str
+    analysis: StudyAnalysis
+    method_names: tuple[str, ...]
+    n_judgments: int
+    n_workers: int
+
+    def table(self, *, with_exclusions: bool) -> DiscriminationAnalysis | TrustAnalysis:
+        """The arm's analysis with the study's exclusions applied, or on every worker."""
+        return self.analysis.with_exclusions if with_exclusions else self.analysis.without_exclusions
+
+
+@dataclass(frozen=True, eq=False)
 class StudyResults:
     """Everything the results page shows for one study and one simulated-observer setting.
 
@@ -84,6 +112,8 @@ class StudyResults:
         timeline_edges_ms, timeline_counts: Main judgments per time bin (epoch ms edges).
         load_seconds, analysis_seconds: Time spent loading and computing.
         n_boot: Bootstrap replicates.
+        arms: The same analysis per between-subject arm, in the study's arm order (``()`` for a
+            study without arms).
     """
 
     study_id: int
@@ -103,6 +133,7 @@ class StudyResults:
     load_seconds: float
     analysis_seconds: float
     n_boot: int
+    arms: tuple[ArmResults, ...] = ()
 
     def table(self, *, with_exclusions: bool) -> DiscriminationAnalysis | TrustAnalysis:
         """The analysis with the study's exclusions applied, or on every worker."""
@@ -152,8 +183,10 @@ def study_results_compute(
     j_used = j if include_simulated else j.subset(keep)
     start = time.perf_counter()
     design = design_for(data.design)
-    analysis = design.analyse(j_used, rules, n_options=data.n_options, n_boot=n_boot,
-                              seed=study.seed % 2**32 if seed is None else seed)  # fmt: skip
+    options = {"n_options": data.n_options, "n_boot": n_boot, "seed": study.seed % 2**32 if seed is None else seed}
+    analysis = design.analyse(j_used, rules, **options)
+    arms = tuple(_arm_results(name, part, design.analyse(part, rules, **options))
+                 for name, part in arm_judgments(j_used))  # fmt: skip
     analysis_seconds = time.perf_counter() - start
     edges, counts = _timeline(data.answered_ms, keep & main)
     used_main = ~j_used.is_catch
@@ -175,7 +208,14 @@ def study_results_compute(
         load_seconds=load_seconds,
         analysis_seconds=analysis_seconds,
         n_boot=n_boot,
+        arms=arms,
     )
+
+
+def _arm_results(name: str, part: Judgments, analysis: StudyAnalysis) -> ArmResults:
+    main = ~part.is_catch
+    return ArmResults(name=name, analysis=analysis, method_names=part.method_names, n_judgments=int(main.sum()),
+                      n_workers=int(np.unique(part.worker[main]).size))  # fmt: skip
 
 
 def _fingerprint(study: Study) -> str:
@@ -190,7 +230,7 @@ def study_results_get(*, study: Study, include_simulated: bool = True, n_boot: i
     The key holds the response count and newest response id (one aggregate query), the
     exclusion rules and the seed, so a new answer or a changed rule recomputes at once.
     """
-    key = f"xaistudy:results:v2:{study.pk}:{int(include_simulated)}:{n_boot}:{_fingerprint(study)}"
+    key = f"xaistudy:results:v3:{study.pk}:{int(include_simulated)}:{n_boot}:{_fingerprint(study)}"
     results = cache.get(key)
     if results is None:
         results = study_results_compute(study=study, include_simulated=include_simulated, n_boot=n_boot)
@@ -255,19 +295,23 @@ def evaluations_beside_human(
 
 
 def summary_rows(results: StudyResults) -> list[dict[str, Any]]:
-    """One dict per (analysis variant, method) with every statistic (the summary CSV).
+    """One dict per (arm, analysis variant, method) with every statistic (the summary CSV).
 
-    Keys: ``analysis`` (``with_exclusions`` / ``without_exclusions``), ``kind``,
+    The whole study's rows come first (``arm`` empty), then each arm's (``results.arms``).
+    Keys: ``analysis`` (``with_exclusions`` / ``without_exclusions``), ``arm``, ``kind``,
     ``n_excluded_workers``, ``n_boot``, ``confidence``, ``include_simulated``, then every
-    field of :class:`~studies.analysis.DiscriminationRow` or
-    :class:`~studies.analysis.TrustRow`.
+    field of the design's analysis row (:class:`~studies.analysis.DiscriminationRow`,
+    :class:`~studies.analysis.TrustRow`, ...).
     """
     out: list[dict[str, Any]] = []
-    for label, table in (("with_exclusions", results.analysis.with_exclusions),
-                         ("without_exclusions", results.analysis.without_exclusions)):  # fmt: skip
+    parts = [("", results.analysis)] + [(arm.name, arm.analysis) for arm in results.arms]
+    for arm, label, table in ((arm, label, table) for arm, analysis in parts
+                              for label, table in (("with_exclusions", analysis.with_exclusions),
+                                                   ("without_exclusions", analysis.without_exclusions))):  # fmt: skip
         for row in rows_as_dicts(table.rows):
             out.append({
                 "analysis": label,
+                "arm": arm,
                 "kind": results.kind,
                 "include_simulated": results.include_simulated,
                 "n_excluded_workers": table.n_excluded_workers,

@@ -13,7 +13,9 @@ One function serves the admin form, commands and services, so every door gives t
 - ``catch_trials``: fewer than the trials they are interleaved with.
 - ``practice_trials``: at least one when the study asks for a pass fraction above zero.
 - ``arms``: empty, or a list of ``{"name", "methods"}`` with unique identifier names and non-empty
-  method lists drawn from ``methods``, every method in some arm (``studies.lib.arms.arms_errors``).
+  method lists drawn from ``methods``, every method in some arm, and every arm with a map method when
+  the study has catch trials, or practice trials its design does not draw per arm
+  (``studies.lib.arms.arms_errors``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def study_config_errors(*, study: Study, n_main_items: int | None = None) -> dic
             errors.setdefault(field, []).extend(messages)
 
     add("methods", _method_errors(study.methods))
-    add("arms", arms_errors(study.arms, study.methods if isinstance(study.methods, list) else []))
+    add("arms", arms_errors(study.arms, study.methods if isinstance(study.methods, list) else [],
+                            catch_trials=study.catch_trials or 0, practice_trials=study.practice_trials or 0,
+                            practice_by_arm=Item.Role.PRACTICE in design_for(study).arm_roles))
     for field, message in wording_errors(study.kind, study.wording, study.question).items():
         add(field if field in ("question", "wording") else "wording", [message])
     design = design_for(study)

@@ -170,7 +170,7 @@ def study_validity_audit(*, study_id: int, store: bool = True) -> ValidityReport
     """
     study = Study.objects.select_related("model_pair").get(pk=study_id)
     items = list(
-        study.items.select_related("stimulus_a", "stimulus_b", "image").order_by("pk")
+        study.items.select_related("stimulus_a", "stimulus_b", "stimulus_c", "stimulus_d", "image").order_by("pk")
     )
     fingerprint = study_fingerprint(study=study, items=items)
     context = _Context(study=study, items=items)
@@ -234,14 +234,17 @@ def study_validity_acknowledge(*, study_id: int, acknowledged: bool = True) -> N
 
 def study_fingerprint(*, study: Study, items: list[Item] | None = None) -> str:
     """SHA-256 over what the audit measures: the audit version, every item (role, method, image,
-    target, options, answer, stimulus hashes) and the images' size and boxes."""
+    target, options, answer, stimulus hashes: slots a, b and any further slot of the design, e.g.
+    distinction's c, d) and the images' size and boxes."""
+    slots = ["a", "b", *(slot for slot in design_for(study).stimulus_slots if slot not in ("a", "b"))]
     if items is None:
         rows = list(study.items.order_by("pk").values_list(
             "pk", "role", "method", "image_id", "target_class", "options", "correct_option",
-            "stimulus_a__sha256", "stimulus_b__sha256"))  # fmt: skip
+            *(f"stimulus_{slot}__sha256" for slot in slots)))  # fmt: skip
     else:
         rows = [(i.pk, i.role, i.method, i.image_id, i.target_class, i.options, i.correct_option,
-                 i.stimulus_a.sha256 if i.stimulus_a else None, i.stimulus_b.sha256 if i.stimulus_b else None)
+                 *(getattr(i, f"stimulus_{slot}").sha256 if getattr(i, f"stimulus_{slot}_id") else None
+                   for slot in slots))
                 for i in items]  # fmt: skip
     image_ids = sorted({row[3] for row in rows})
     images = list(Image.objects.filter(pk__in=image_ids).order_by("pk").values_list("pk", "sha256", "width", "boxes"))
@@ -263,6 +266,8 @@ class _Context:
         #: stimuli differ by model as well as by method (a design that shows a model pair)
         self.per_model = self.design.models_from == "pair"
         self._facts: dict[int, tuple[int, Any] | None] = {}
+        #: the item slots whose stimuli are measured: a, b and any further slot of the design
+        self.slots = ["a", "b", *(slot for slot in self.design.stimulus_slots if slot not in ("a", "b"))]
 
     def by_role(self, role: str) -> list[Item]:
         return [item for item in self.items if item.role == role]
@@ -274,7 +279,7 @@ class _Context:
         for item in self.items:
             if roles is not None and item.role not in roles:
                 continue
-            for stimulus in (item.stimulus_a, item.stimulus_b):
+            for stimulus in (getattr(item, f"stimulus_{slot}") for slot in self.slots):
                 if stimulus is not None and stimulus.pk not in seen:
                     seen.add(stimulus.pk)
                     out.append((item, stimulus))

@@ -49,6 +49,7 @@ from studies.services.participation import (
     participant_enter,
     practice_draw,
     practice_example,
+    practice_example_shown,
     practice_grade,
     questionnaire_questions,
     questionnaire_submit,
@@ -206,7 +207,8 @@ def _enter(request: HttpRequest, slug: str) -> JsonResponse:
     try:
         identity = entry_parse(study=study, params=params)
         if isinstance(identity, MTurkPreview):
-            example = example_view(study=study, item=practice_example(study=study))
+            shown = practice_example_shown(study=study)
+            example = example_view(study=study, item=practice_example(study=study) if shown else None)
             return JsonResponse(
                 {
                     "preview": True,

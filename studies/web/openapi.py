@@ -11,8 +11,9 @@ registered when it is called (the served one); :data:`SCHEMA` is it as built at 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
+from studies.designs.base import Side
 from studies.designs.registry import designs
 
 
@@ -128,8 +129,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["side", "label", "url"],
         "properties": {
-            "side": {"type": "string", "enum": ["main", "left", "right"]},
-            "label": {"type": "string", "description": "Robot A / Robot B (trust), empty otherwise"},
+            "side": {"type": "string", "enum": list(get_args(Side)),
+                     "description": "the image's place on the page: main (one picture), left/right (a pair), "
+                                    "p1..p4 (panels, in page order); never which one is right"},
+            "label": {"type": "string", "description": "the caption over the image: Robot A / Robot B (trust), the "
+                                                       "class a panel explains (distinction), empty otherwise"},
             "url": {"type": "string", "description": "PNG; the URL itself authorizes (participant token)"},
         },
     },

@@ -47,6 +47,7 @@ from studies.services.participation import (
     participant_enter,
     practice_draw,
     practice_example,
+    practice_example_shown,
     practice_grade,
     practice_items,
     practice_round_size,
@@ -117,7 +118,8 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         identity = entry_parse(study=study, params=request.GET)
         if isinstance(identity, MTurkPreview):
-            example = example_view(study=study, item=practice_example(study=study))
+            shown = practice_example_shown(study=study)
+            example = example_view(study=study, item=practice_example(study=study) if shown else None)
             return render(
                 request,
                 "studies/preview.html",
@@ -165,8 +167,9 @@ def home(request: HttpRequest, token: str) -> HttpResponse:
     if state.stage == "declined":
         return render(request, "studies/declined.html", _context(participant))
     if state.stage == "practice":
-        pool = practice_items(study=participant.study)
-        example = example_view(study=participant.study, item=practice_example(study=participant.study, pool=pool))
+        pool = practice_items(study=participant.study, participant=participant)
+        example = example_view(study=participant.study, item=practice_example(study=participant.study, pool=pool),
+                               arm=participant.arm)
         n_practice = practice_round_size(study=participant.study, pool=pool)
         return render(request, "studies/instructions.html", _context(participant, example=example, n_practice=n_practice))
     if state.stage == "screened_out":
@@ -389,9 +392,11 @@ def stimulus(request: HttpRequest, token: str, assignment_token: str, side: str)
     assignment = assignment_for_image(participant_token=token, assignment_token=assignment_token)
     if assignment is None:
         raise Http404("unknown trial")
+    item = assignment.item
     return _file_response(
-        request, stimulus_for_side(item=assignment.item, side=side, model_a_shown_left=assignment.model_a_shown_left)
-    )
+        request, stimulus_for_side(study=item.study, item=item, side=side, model_a_shown_left=assignment.model_a_shown_left,
+                                   option_order=assignment.option_order),
+    )  # fmt: skip
 
 
 @require_GET
@@ -414,14 +419,16 @@ def practice_stimulus(request: HttpRequest, token: str, public_id: str, side: st
     if item is None:
         raise Http404("unknown practice trial")
     choices = practice_choices(study=study, participant_token=participant.token, attempt=attempt, item=item)
-    return _file_response(request, stimulus_for_side(item=item, side=side, model_a_shown_left=choices.model_a_shown_left))
+    return _file_response(request, stimulus_for_side(study=study, item=item, side=side, model_a_shown_left=choices.model_a_shown_left,
+                                                     option_order=choices.option_order))  # fmt: skip
 
 
 @require_GET
 def example_stimulus(request: HttpRequest, slug: str, public_id: str, side: str) -> HttpResponse:
     """Images of the preview/instructions example (practice items only, model A on the left)."""
     item = get_object_or_404(
-        Item.objects.select_related("stimulus_a", "stimulus_b"),
+        Item.objects.select_related("study", "stimulus_a", "stimulus_b", "stimulus_c", "stimulus_d"),
         study__slug=slug, role=Item.Role.PRACTICE, public_id=public_id,
     )  # fmt: skip
-    return _file_response(request, stimulus_for_side(item=item, side=side, model_a_shown_left=True))
+    return _file_response(request, stimulus_for_side(study=item.study, item=item, side=side, model_a_shown_left=True,
+                                                     option_order=list(range(len(item.options or [])))))  # fmt: skip

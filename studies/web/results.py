@@ -55,6 +55,7 @@ from studies.services.exports import (
 )
 from studies.services.repro_pack import study_repro_pack_write
 from studies.services.results import (
+    ArmResults,
     StudyResults,
     evaluations_beside_human,
     study_evaluations_list,
@@ -115,11 +116,18 @@ def _plot_caption(study: Study, name: str, model_a: str, model_b: str) -> str:
     return design_for(study).result_plots[name][1].format(model_a=model_a, model_b=model_b)
 
 
-def _display_rows(study: Study, results: StudyResults, with_exclusions: bool) -> list[dict[str, Any]]:
+def _display_rows(study: Study, results: StudyResults | ArmResults, with_exclusions: bool) -> list[dict[str, Any]]:
     """The design's cells of each method's row (``Design.results_row``), with the method's label."""
     design = design_for(study)
     return [{**design.results_row(row), "label": plots.method_label(row.method)}
             for row in results.table(with_exclusions=with_exclusions).rows]  # fmt: skip
+
+
+def _arm_sections(study: Study, results: StudyResults, with_exclusions: bool) -> list[dict[str, Any]]:
+    """One section per between-subject arm: the design's table on the arm's participants (empty without arms)."""
+    return [{"name": arm.name, "n_judgments": arm.n_judgments, "n_workers": arm.n_workers,
+             "rows": _display_rows(study, arm, with_exclusions), "table_id": f"method-table-arm-{arm.name}"}
+            for arm in results.arms]  # fmt: skip
 
 
 def _display_pairs(study: Study, results: StudyResults, with_exclusions: bool) -> list[dict[str, Any]]:
@@ -180,6 +188,7 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
                         + [r["method"] for r in evaluation_rows]),
         "pairs": _display_pairs(study, results, with_exclusions),
         "arm_rows": _arm_rows(study),
+        "arm_sections": _arm_sections(study, results, with_exclusions),
         "table": results.table(with_exclusions=with_exclusions),
         "with_exclusions": with_exclusions,
         "include_simulated": include_simulated,

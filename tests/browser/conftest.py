@@ -35,6 +35,29 @@ def _clear_cache() -> None:
     cache.clear()
 
 
+def _sqlite_reads_do_not_lock(sender, connection, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA read_uncommitted = 1")
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache_reads() -> Iterator[None]:
+    """The test database is SQLite in memory with a shared cache, where a page read while another
+    thread writes (the researcher's Prepare runs in a background thread, by design) fails at once
+    with "database table is locked" instead of waiting as a file database does. Reads of the live
+    server's and the background threads' connections take no table locks here; tests only."""
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(_sqlite_reads_do_not_lock)
+    for connection in connections.all():
+        if connection.vendor == "sqlite" and connection.connection is not None:
+            _sqlite_reads_do_not_lock(None, connection)
+    yield
+    connection_created.disconnect(_sqlite_reads_do_not_lock)
+
+
 @pytest.fixture
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

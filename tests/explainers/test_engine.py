@@ -16,7 +16,9 @@ CONTRACT = {"saliency", "input_x_gradient", "guided_backprop", "deconvnet", "smo
             # issue #14: the CAM family, rule-based and surrogate methods
             "cam", "scorecam", "layercam", "xgradcam", "hirescam", "eigencam", "ablationcam", "deeplift",
             "lrp_epsilon_plus", "lrp_epsilon_gamma_box", "excitation_backprop", "contrastive_excitation_backprop",
-            "lime"}
+            "lime",
+            # issue #16: stimuli that are no attribution map (explain() refuses them)
+            "image_only", "nearest_examples"}
 
 
 @pytest.fixture(scope="module")

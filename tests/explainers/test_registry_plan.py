@@ -24,7 +24,7 @@ from explainers.registry import METHODS, SHARED_FAMILIES, MethodSpec, check_regi
 ROOT = Path(__file__).resolve().parents[2] / "explainers"
 
 # How each pass calls its function: the positional parameters it is given, then keyword options.
-POSITIONAL = {"per_target": 3, "all_targets": 3, "layer": 4, "activation": 7}
+POSITIONAL = {"per_target": 3, "all_targets": 3, "layer": 4, "activation": 7, "stimulus": 3}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_families_map_to_passes():
         routes.setdefault(spec.family, set()).add(engine.pass_of(spec))
     assert routes == {"gradient": {"shared"}, "cam": {"shared"}, "product": {"shared"}, "sampled": {"per_target"},
                       "rule": {"per_target", "layer"}, "perturbation": {"all_targets"},
-                      "activation": {"activation"}}
+                      "activation": {"activation"}, "example": {"stimulus"}}
     assert {engine.pass_of(s) for s in METHODS.values() if s.family == "rule" and s.needs_layer} == {"layer"}
 
 

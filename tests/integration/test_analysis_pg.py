@@ -51,6 +51,12 @@ def test_binary_copy_matches_fetchall_and_the_orm():
     assert loaded.n_dropped == 1
     assert len(loaded.judgments) == len(expected) - 1
     assert other.pk != study.pk
+    # the item-level right answer: the same on both transports, each judgment's item's correct_option
+    fetched = study_judgments_load(study=study, method="fetch")
+    np.testing.assert_array_equal(loaded.judgments.item_right_option, fetched.judgments.item_right_option)
+    right = dict(study.items.values_list("id", "correct_option"))
+    assert loaded.judgments.item_right_option.tolist() == [-1 if right[pk] is None else right[pk]
+                                                           for pk in loaded.item_id]  # fmt: skip
 
 
 def test_results_on_postgres_equal_results_on_fetched_arrays():

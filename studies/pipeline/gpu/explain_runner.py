@@ -9,7 +9,9 @@ layer, the method or the image.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import os
 import tempfile
@@ -21,17 +23,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from django.conf import settings
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from explainers import METHODS, explain, resolve_layer
-from explainers.render import render_cam_overlay, render_gradient
+from explainers.engine import method_function
+from explainers.methods.examples import penultimate_features, penultimate_layer
+from explainers.render import compose_side_by_side, png_bytes, render_cam_overlay, render_gradient
 from explainers.zoo import LoadedModel, ModelLoadError, load_model
 from studies.designs.options import DEFAULT_OVERLAY_BASE
-from studies.lib.rendering import base_method
+from studies.lib.rendering import base_method, is_map, rendering_of
 from studies.lib.scenes import GATED_BACKGROUND_PREFIX, GATED_PREFIX, PrepareInputError, box_for, class_index
 from studies.models import ClassifierModel, Image
+from studies.pipeline.stimuli import example_gap
 
 _MODEL_CACHE: OrderedDict[tuple[Any, ...], tuple[LoadedModel, str]] = OrderedDict()
 _MODEL_CACHE_SIZE = 3
@@ -164,20 +170,36 @@ def explain_chunk(
     """
     engine_methods = list(dict.fromkeys(base_method(m) for m in methods))
     methods_check(engine_methods)
+    gated = [m for m in methods if m != base_method(m) and not is_map(m)]
+    if gated:
+        raise PrepareInputError(f"{gated}: catch and practice maps need an attribution map method; "
+                                f"{sorted({base_method(m) for m in gated})} show no map")
+    map_methods = [m for m in engine_methods if is_map(m)]
     loaded, layer = model_load(model)
     x01 = images_load(images, size=model.input_size)
     shown = x01 if display_size == model.input_size else images_load(images, size=display_size)
     k = max(len(t) for t in targets)
     padded = torch.tensor([list(t) + [t[-1]] * (k - len(t)) for t in targets], dtype=torch.long)
-    used = {m: dict(options.get(m, {})) for m in engine_methods if options.get(m)}
-    try:
-        maps = explain(loaded.model, _normalize(model, x01), padded, engine_methods, layer, options=used or None,
-                       fast=not exact)
-    except ValueError as exc:
-        raise PrepareInputError(f"model {model.name!r}, methods {list(methods)}: {exc}") from exc
+    used = {m: dict(options.get(m, {})) for m in map_methods if options.get(m)}
+    maps: dict[str, torch.Tensor] = {}
+    if map_methods:
+        try:
+            maps = explain(loaded.model, _normalize(model, x01), padded, map_methods, layer, options=used or None,
+                           fast=not exact)
+        except ValueError as exc:
+            raise PrepareInputError(f"model {model.name!r}, methods {list(methods)}: {exc}") from exc
     out: dict[tuple[int, str, int], bytes] = {}
     for method in methods:
         engine = base_method(method)
+        if not is_map(engine):
+            drawn = example_stimuli(engine, model=model, loaded=loaded, images=images, x01=x01, shown=shown,
+                                    classes=padded, options=options.get(engine) or {}, display_size=display_size,
+                                    class_map=class_map)
+            for b, image in enumerate(images):
+                for j, target in enumerate(targets[b]):
+                    if wanted is None or (image.pk, method, int(target)) in wanted:
+                        out[(image.pk, method, int(target))] = drawn[(b, j)]
+            continue
         value = maps[engine]
         channels = METHODS[engine].output == "channels"
         for b, image in enumerate(images):
@@ -194,6 +216,145 @@ def explain_chunk(
                 else:
                     out[(image.pk, method, int(target))] = _render_overlay(shown[b], heat, base=overlay_base)
     return out
+
+
+EXAMPLE_OPTIONS = {"reference_image_set", "k"}
+"""The options of ``nearest_examples`` (``explainer_options["nearest_examples"]``)."""
+DEFAULT_EXAMPLES_K = 3
+
+
+def example_stimuli(method: str, *, model: ClassifierModel, loaded: LoadedModel, images: Sequence[Image],
+                    x01: torch.Tensor, shown: torch.Tensor, classes: torch.Tensor, options: Mapping[str, Any],
+                    display_size: int, class_map: Mapping[str, int] | None = None) -> dict[tuple[int, int], bytes]:
+    """PNGs of a method that shows no map (``studies.lib.rendering.NON_MAP_METHODS``), by ``(b, j)``
+    (image index in the chunk, target column of ``classes`` ``[B, K]``).
+
+    ``image_only`` (output ``picture``): the registry's function gives the display-size picture
+    (``shown``, the very pixels the maps are drawn on, bilinear-resized, RGB), drawn as it is by
+    ``png_bytes``. ``nearest_examples`` (output ``examples``): the registry's function gives the
+    indices of the ``k`` nearest reference images (:mod:`explainers.methods.examples`: cosine on
+    the penultimate features, the query itself excluded, reference images labelled with the target
+    class first); the reference set is ``options["reference_image_set"]`` (an image set id) or, by
+    default, the query image's own image set (the study's); its features come from
+    :func:`reference_features_load` (cached). The tiles are those images at the display size, left
+    to right, nearest first, ``example_gap(display_size)`` apart on white
+    (``explainers.render.compose_side_by_side``). Deterministic: the same inputs give the same bytes.
+    """
+    rendering = rendering_of(method)
+    batch, columns = classes.shape
+    if rendering == "picture":
+        if options:
+            raise PrepareInputError(f"method {method!r} takes no options, got {sorted(options)}")
+        pictures = method_function(method)(loaded.model, shown, classes)
+        return {(b, j): png_bytes(pictures[b, j].permute(1, 2, 0).numpy())
+                for b in range(batch) for j in range(columns)}
+    unknown = sorted(set(options) - EXAMPLE_OPTIONS)
+    if unknown:
+        raise PrepareInputError(f"unknown options {unknown} for method {method!r}; allowed: {sorted(EXAMPLE_OPTIONS)}")
+    k = options.get("k", DEFAULT_EXAMPLES_K)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 16:
+        raise PrepareInputError(f"explainer_options[{method!r}]['k'] must be a whole number from 1 to 16, got {k!r}")
+    out: dict[tuple[int, int], bytes] = {}
+    groups: dict[int, list[int]] = {}
+    for b, image in enumerate(images):
+        groups.setdefault(int(options.get("reference_image_set") or image.image_set_id), []).append(b)
+    for set_id, rows in groups.items():
+        reference, features = reference_features_load(model, set_id=set_id)
+        labels = [_labels_of(model, image, class_map) for image in reference]
+        exclude = torch.tensor([[ref.pk == images[b].pk or (bool(ref.sha256) and ref.sha256 == images[b].sha256)
+                                 for ref in reference] for b in rows], dtype=torch.bool)
+        try:
+            chosen = method_function(method)(loaded.model, _normalize(model, x01[rows]), classes[rows],
+                                             reference_features=features, reference_labels=labels, exclude=exclude, k=k)
+        except ValueError as exc:
+            raise PrepareInputError(f"model {model.name!r}, method {method!r}, reference image set {set_id}: {exc}") from exc
+        needed = sorted({int(i) for i in chosen.flatten().tolist()})
+        tiles = dict(zip(needed, images_load([reference[i] for i in needed], size=display_size), strict=True))
+        for row, b in enumerate(rows):
+            for j in range(columns):
+                out[(b, j)] = compose_side_by_side(
+                    [tiles[int(i)].permute(1, 2, 0).numpy() for i in chosen[row, j]],
+                    gap=example_gap(display_size), background=1.0)
+    return out
+
+
+def _labels_of(model: ClassifierModel, image: Image, class_map: Mapping[str, int] | None) -> frozenset[int]:
+    """The model's class ids of an image's categories (categories that are no class of the model are left out)."""
+    labels = set()
+    for category in image.categories or []:
+        try:
+            labels.add(class_index(model, str(category), class_map=dict(class_map or {}), image=image))
+        except PrepareInputError:
+            continue
+    return frozenset(labels)
+
+
+FEATURE_CACHE_VERSION = 1
+
+
+def feature_cache_dir() -> Path:
+    """Where reference features are cached: ``settings.XAISTUDY_FEATURE_CACHE_DIR`` if set, else
+    ``<VAR_DIR>/cache/features``."""
+    configured = getattr(settings, "XAISTUDY_FEATURE_CACHE_DIR", None)
+    return Path(configured) if configured else Path(settings.VAR_DIR) / "cache" / "features"
+
+
+def feature_cache_path(model: ClassifierModel, *, set_id: int) -> Path:
+    """The cache file of a (model weights, reference image set, input size): ``<sha256>.npz`` of the
+    canonical JSON of the architecture, weights sha256, input size, normalisation, layer and set."""
+    loaded, _layer = model_load(model)
+    name, _head = penultimate_layer(loaded.model)
+    key = {"version": FEATURE_CACHE_VERSION, "arch": model.arch, "weights_sha256": model.weights_sha256 or "shipped",
+           "input_size": model.input_size, "mean": list(model.mean), "std": list(model.std),
+           "features": f"input of {name}", "image_set": set_id}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return feature_cache_dir() / f"{digest}.npz"
+
+
+def reference_features_compute(model: ClassifierModel, images: Sequence[Image], *, batch_size: int = 32) -> torch.Tensor:
+    """Penultimate features ``[N, D]`` of ``images`` (``explainers.methods.examples.penultimate_features``
+    of the preprocessed pictures at the model's input size), ``batch_size`` images at a time."""
+    loaded, _layer = model_load(model)
+    parts = [penultimate_features(loaded.model, _normalize(model, images_load(images[i:i + batch_size], size=model.input_size)))
+             for i in range(0, len(images), batch_size)]
+    return torch.cat(parts)
+
+
+def reference_features_load(model: ClassifierModel, *, set_id: int) -> tuple[list[Image], torch.Tensor]:
+    """The reference set's images (by id) and their penultimate features, embedded once per (model
+    weights, set, input size): read from :func:`feature_cache_path` when it holds exactly the set's
+    images (ids and file sha256), else computed (:func:`reference_features_compute`) and written
+    atomically (a temporary file, then ``os.replace``)."""
+    reference = list(Image.objects.filter(image_set_id=set_id).order_by("pk"))
+    if not reference:
+        raise PrepareInputError(f"reference image set {set_id} has no images (explainer_options['nearest_examples'])")
+    try:
+        path = feature_cache_path(model, set_id=set_id)
+    except ValueError as exc:
+        raise PrepareInputError(f"model {model.name!r}: {exc}") from exc
+    ids = np.array([image.pk for image in reference], dtype=np.int64)
+    shas = np.array([image.sha256 or "" for image in reference], dtype="<U64")
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                if np.array_equal(cached["ids"], ids) and np.array_equal(cached["sha256"], shas):
+                    return reference, torch.from_numpy(np.array(cached["features"], dtype=np.float32))
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable or stale: computed again below
+    try:
+        features = reference_features_compute(model, reference)
+    except ValueError as exc:
+        raise PrepareInputError(f"model {model.name!r}: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            np.savez(sink, ids=ids, sha256=shas, features=features.numpy())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return reference, features
 
 
 #: A gated map keeps at least this share of the map's mass inside the window; with less, the

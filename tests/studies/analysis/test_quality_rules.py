@@ -201,3 +201,15 @@ def test_judgments_from_labels_and_subset():
     assert sub.correct.all()
     with pytest.raises(ValueError, match=r"not in method_order: \['gbp'\]"):
         Judgments.from_labels(method=["gbp"], worker=[1], item=[1], method_order=["gradcam"])
+
+
+def test_item_right_option_is_checked_and_kept_by_subset():
+    j = Judgments(method=[0, 0, 0], worker=[0, 1, 2], item=[0, 1, 1], method_names=("a",),
+                  item_right_option=[0, 2, 2])  # fmt: skip
+    assert j.subset([False, True, True]).item_right_option.tolist() == [2, 2]
+    assert Judgments(method=[0], worker=[0], item=[0], method_names=("a",)).item_right_option is None
+    assert Judgments(method=[0], worker=[0], item=[0], method_names=("a",), item_right_option=[-1]).item_right_option.tolist() == [-1]
+    with pytest.raises(ValueError, match="item_right_option"):
+        Judgments(method=[0], worker=[0], item=[0], method_names=("a",), item_right_option=[-2])
+    with pytest.raises(ValueError, match="item_right_option"):
+        Judgments(method=[0, 0], worker=[0, 1], item=[0, 0], method_names=("a",), item_right_option=[0])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.test import Client
@@ -37,3 +37,19 @@ def worker_through_practice(study: Study, *, right_choice: Callable[[dict[str, A
     graded = api(client, "post", "/api/v1/participant/practice", token, {"answers": answers}).json()
     assert graded["passed"] is True, graded
     return client, token
+
+
+def kind_enums(schema: Any) -> list[list[str]]:
+    """Every ``enum`` of the OpenAPI document that lists the study kinds (the ones naming
+    ``class_discrimination``), wherever it sits."""
+
+    def walk(node: Any) -> Iterator[dict]:
+        if isinstance(node, dict):
+            yield node
+            for value in node.values():
+                yield from walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from walk(value)
+
+    return [node["enum"] for node in walk(schema) if "class_discrimination" in (node.get("enum") or [])]

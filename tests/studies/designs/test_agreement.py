@@ -21,9 +21,14 @@ from django.urls import reverse
 
 from studies.designs import design_for, designs, kind_choices
 from studies.designs.agreement import PREDICTED, SCALE
-from studies.fixtures.builders import make_worker_study, synthetic_model_create, synthetic_scenes_import
-from studies.models import Image, Item, Job, Participant, Prediction, Response, Study
-from tests.studies.designs._worker import api, worker_through_practice
+from studies.fixtures.builders import (
+    make_worker_study,
+    predicted_images_create,
+    synthetic_model_create,
+    synthetic_scenes_import,
+)
+from studies.models import Item, Job, Participant, Prediction, Response, Study
+from tests.studies.designs._worker import api, kind_enums, worker_through_practice
 
 pytestmark = pytest.mark.django_db
 DESIGN = design_for("agreement")
@@ -51,13 +56,7 @@ def _study_with_predictions(top1: list[int], *, seed: int = 12345) -> Study:
     study.practice_trials = 0
     study.seed = seed
     study.save()
-    for k, cls in enumerate(top1):
-        image = Image.objects.create(
-            image_set=study.image_set, original_name=f"p{k}.png", sha256=f"{k + 1000:064x}", width=16, height=16,
-            categories=["cat", "dog"], file=f"images/p{k}.png",
-        )  # fmt: skip
-        Prediction.objects.create(model=study.model, image=image, weights_sha256=study.model.weights_sha256 or "",
-                                  top_classes=[cls, (cls + 1) % 4], top_scores=[0.6, 0.3])  # fmt: skip
+    predicted_images_create(study=study, top1=top1)
     return study
 
 
@@ -304,19 +303,9 @@ def test_tidy_export_carries_the_scale(answered: Study) -> None:
 
 def test_openapi_lists_the_kind(client) -> None:  # type: ignore[no-untyped-def]
     schema = client.get(reverse("studies:api-openapi")).json()
-    enums = [prop["enum"] for prop in _walk(schema) if isinstance(prop, dict) and "class_discrimination" in
-             (prop.get("enum") or [])]  # fmt: skip
+    enums = kind_enums(schema)
     assert enums
     assert all("agreement" in enum for enum in enums), enums
     text = json.dumps(schema)
     assert "`agreement`: `choice` = 0-based position on `scale`" in text
 
-
-def _walk(node):  # type: ignore[no-untyped-def]
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)

@@ -23,7 +23,7 @@ from studies.designs import design_for, designs, kind_choices, unregister
 from studies.designs.registry import register
 from studies.fixtures.builders import make_worker_study, synthetic_model_create, synthetic_scenes_import
 from studies.models import Item, Job, Participant, Response, Study
-from tests.studies.designs._worker import api, worker_through_practice
+from tests.studies.designs._worker import api, kind_enums, worker_through_practice
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.django_db
@@ -187,17 +187,7 @@ def test_tidy_export_carries_the_answers(answered: Study) -> None:
 
 def test_openapi_lists_the_kind(yes_no: ModuleType, client) -> None:  # type: ignore[no-untyped-def]
     schema = client.get(reverse("studies:api-openapi")).json()
-    enums = [prop["enum"] for prop in _walk(schema) if isinstance(prop, dict) and "class_discrimination" in
-             (prop.get("enum") or [])]  # fmt: skip
+    enums = kind_enums(schema)
     assert enums
     assert all("yes_no" in enum for enum in enums), enums
 
-
-def _walk(node):  # type: ignore[no-untyped-def]
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)

@@ -351,8 +351,12 @@ def test_stimuli_do_not_betray_their_method_by_file_properties(tmp_path: Path) -
     interlacing or metadata chunk may differ by method. The display size (96) differs from the
     model input (64) so that both render paths (gradient-space and CAM overlay) resize.
     """
-    from explainers.registry import METHODS as ALL_METHODS
+    from explainers.registry import METHODS
+    from studies.lib.rendering import is_map
 
+    # every map method; stimuli that show no map (the picture alone, k example images side by side)
+    # are told apart by what they show anyway: tests/studies/pipeline/test_example_stimuli.py
+    ALL_METHODS = [m for m in METHODS if is_map(m)]
     study = Study.objects.create(
         name="every-method", kind=Study.Kind.CLASS_DISCRIMINATION, model=_model("every", 0, tmp_path),
         image_set=_image_set(1, name="one"), methods=list(ALL_METHODS), catch_trials=1, practice_trials=1, seed=1,

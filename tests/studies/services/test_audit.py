@@ -128,6 +128,27 @@ def test_missing_and_altered_stimulus_files_are_named(answered_study: Study) -> 
     assert study_audit(study_id=answered_study.pk, check_files=False).ok
 
 
+def test_every_slot_of_the_design_is_checked() -> None:
+    """A four-panel design (distinction: slots a..d, one model): a missing file in slot c and an
+    altered one in slot d are named, with each stimulus counted once."""
+    from studies.fixtures.builders import make_worker_study
+
+    study = make_worker_study(kind="distinction", n_main=2, n_practice=0)
+    items = list(study.items.select_related("stimulus_c", "stimulus_d").order_by("pk"))
+    report = study_audit(study_id=study.pk)
+    assert report.ok
+    assert report.stimuli == len({getattr(item, f"stimulus_{slot}_id") for item in items for slot in "abcd"}) == 8
+    missing, altered = items[0].stimulus_c, items[1].stimulus_d
+    default_storage.delete(missing.file.name)
+    with default_storage.open(altered.file.name, "wb") as handle:
+        handle.write(b"not the rendered heat map")
+    problems = study_audit(study_id=study.pk).problems
+    assert {p.code for p in problems} == {"stimulus"}
+    assert [p.message for p in problems if "is missing" in p.message] == [
+        f"stimulus {missing.pk} (gradcam) file {missing.file.name!r} is missing"]
+    assert any("hashes to" in p.message and f"stimulus {altered.pk} " in p.message for p in problems)
+
+
 def test_command_exits_nonzero_and_names_problems(answered_study: Study, capsys: pytest.CaptureFixture[str]) -> None:
     call_command("audit_study", answered_study.name)
     assert "clean" in capsys.readouterr().out
