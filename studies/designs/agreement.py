@@ -133,6 +133,22 @@ def agreement_analysis(j: Judgments, **kwargs: Any) -> DiscriminationAnalysis:
     return replace(whole, rows=tuple(rows))
 
 
+def balanced_cut(questions: list, right: Sequence[bool], *, label: str) -> list:
+    """The questions with the model right and wrong in equal numbers: the larger group is cut to the
+    smaller's size by a seeded sample (``random.Random(label)``), kept in the given order; nothing is
+    cut when a group is empty. Shared by the designs that split by the model's correctness."""
+    import random
+
+    right_k = [k for k, is_right in enumerate(right) if is_right]
+    wrong_k = [k for k, is_right in enumerate(right) if not is_right]
+    n = min(len(right_k), len(wrong_k))
+    if n == 0:
+        return questions
+    rng = random.Random(label)
+    keep = set(rng.sample(right_k, n)) | set(rng.sample(wrong_k, n))
+    return [q for k, q in enumerate(questions) if k in keep]
+
+
 class Agreement(Design):
     name = "agreement"
     label = "Is the model's prediction correct? (HIVE agreement)"
@@ -198,18 +214,9 @@ class Agreement(Design):
         ``random.Random(f"{study.seed}:agreement")``; kept in image order). When one group is empty
         (only outside the planner, e.g. a test's items, or when every image of one group went to
         catch and practice) nothing is cut."""
-        import random
-
         questions = [(image, category, [INCORRECT, CORRECT], int(self.is_correct(image, category)))
                      for image in images for category in targets[image.pk]]  # fmt: skip
-        right = [k for k, q in enumerate(questions) if q[3] == 1]
-        wrong = [k for k, q in enumerate(questions) if q[3] == 0]
-        n = min(len(right), len(wrong))
-        if n == 0:
-            return questions
-        rng = random.Random(f"{study.seed}:agreement")
-        keep = set(rng.sample(right, n)) | set(rng.sample(wrong, n))
-        return [q for k, q in enumerate(questions) if k in keep]
+        return balanced_cut(questions, [q[3] == 1 for q in questions], label=f"{study.seed}:agreement")
 
     def no_items_message(self, study: Study) -> str:
         return (f"an agreement study needs images of {study.image_set.name!r} that the model predicts right and "

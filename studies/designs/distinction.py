@@ -165,8 +165,7 @@ class Distinction(Design):
         (``correct_option == 0``) and wrong-top-1 groups is cut to the smaller's size (a seeded sample,
         ``random.Random(f"{study.seed}:distinction")``, kept in image order); nothing is cut when a
         group is empty."""
-        import random
-
+        from studies.designs.agreement import balanced_cut
         from studies.lib.scenes import categories_of
 
         questions = []
@@ -174,14 +173,7 @@ class Distinction(Design):
             truth = categories_of(image)[0]
             names = list(targets[image.pk])
             questions.append((image, truth, names, names.index(truth)))
-        right = [k for k, q in enumerate(questions) if q[3] == 0]
-        wrong = [k for k, q in enumerate(questions) if q[3] != 0]
-        n = min(len(right), len(wrong))
-        if n == 0:
-            return questions
-        rng = random.Random(f"{study.seed}:distinction")
-        keep = set(rng.sample(right, n)) | set(rng.sample(wrong, n))
-        return [q for k, q in enumerate(questions) if k in keep]
+        return balanced_cut(questions, [q[3] == 0 for q in questions], label=f"{study.seed}:distinction")
 
     def no_items_message(self, study: Study) -> str:
         return (f"a distinction study needs single-category images of {study.image_set.name!r} whose true class is "
