@@ -166,22 +166,27 @@ class ForwardSimulation(Design):
 
     def main_items(self, study: Study, images: Sequence[Image],
                    targets: dict[int, list[str]]) -> list[tuple[Image, str, list[str], int | None]]:  # fmt: skip
-        """``(image, model's category, [model's category, other], 0)``, balanced right and wrong
-        decisions by ``Agreement.main_items``. Without a stored decision (a test's items) the other
+        """``(image, model's category, options, right)``, balanced right and wrong decisions by
+        ``Agreement.main_items``; the right answer is always the model's category. Where the model is
+        right the options are ``[model's category, other]`` (right = 0), where it is wrong
+        ``[true category, model's category]`` (right = 1): the stored order (the page shuffles it)
+        records whether the model was right, which the results split on
+        (``Judgments.item_right_option``). Without a stored decision (a test's items) the other
         option is the image's other category."""
         from studies.designs.registry import design_for
         from studies.lib.scenes import categories_of
 
         decisions = model_decisions(study.model, images, self.options(study).class_map) if study.model_id else {}
         questions = []
-        for image, category, _, _ in design_for("agreement").main_items(study, images, targets):
+        for image, category, _, model_right in design_for("agreement").main_items(study, images, targets):
             decision = decisions.get(image.pk)
             if decision is not None and decision.category == category:
                 other = decision.other
             else:
                 other = next((c for c in categories_of(image) if c != category), "")
             if other:
-                questions.append((image, category, [category, other], 0))
+                questions.append((image, category, [category, other], 0) if model_right
+                                 else (image, category, [other, category], 1))  # fmt: skip
         return questions
 
     def no_items_message(self, study: Study) -> str:
@@ -337,7 +342,10 @@ def _row_class() -> type:
 
         from studies.analysis import DiscriminationRow
 
-        cls = make_dataclass("ForwardSimulationRow", [(f, object) for f in _UTILITY_FIELDS],
+        split = [f"{stat}_{suffix}" for suffix in ("on_correct", "on_incorrect")
+                 for stat in ("n_judgments", "n_correct", "n_items", "accuracy", "wilson_low", "wilson_high",
+                              "boot_low", "boot_high", "binomial_p")]  # fmt: skip
+        cls = make_dataclass("ForwardSimulationRow", [(f, object) for f in (*split, *_UTILITY_FIELDS)],
                              bases=(DiscriminationRow,), frozen=True)  # fmt: skip
         cls.__module__ = __name__
         cls.__qualname__ = "ForwardSimulationRow"
@@ -375,9 +383,22 @@ def forward_simulation_analysis(j: Judgments, *, exclude_workers: Any = None, in
     assert j.correct is not None
     utilities = utility_ratio(j.correct[keep], j.method[keep], j.worker[keep], j.item[keep],
                               n_arms=len(j.method_names), n_boot=n_boot, seed=seed, confidence=confidence)  # fmt: skip
+    # accuracy separately where the model was right and where it was wrong (the stored option order, see
+    # ``main_items``: the right answer is the first option where the model was right, the second where wrong)
+    stats = ("n_judgments", "n_correct", "n_items", "accuracy", "wilson_low", "wilson_high", "boot_low", "boot_high",
+             "binomial_p")  # fmt: skip
+    split: list[dict[str, Any]] = [{} for _ in whole.rows]
+    if j.item_right_option is not None:
+        for suffix, mask in (("on_correct", j.item_right_option == 0), ("on_incorrect", j.item_right_option == 1)):
+            part = discrimination_analysis(j.subset(mask), n_options=2, exclude_workers=exclude_workers,
+                                           include_simulated=include_simulated, n_boot=n_boot, seed=seed,
+                                           confidence=confidence, **kwargs)  # fmt: skip
+            for g, sub in enumerate(part.rows):
+                split[g].update({f"{stat}_{suffix}": getattr(sub, stat) for stat in stats})
     cls = _row_class()
-    rows = [cls(**asdict(row), utility=u.ratio, utility_low=u.low, utility_high=u.high)
-            for row, u in zip(whole.rows, utilities, strict=True)]  # fmt: skip
+    empty = {f"{stat}_{suffix}": None for suffix in ("on_correct", "on_incorrect") for stat in stats}
+    rows = [cls(**asdict(row), **{**empty, **extra}, utility=u.ratio, utility_low=u.low, utility_high=u.high)
+            for row, u, extra in zip(whole.rows, utilities, split, strict=True)]  # fmt: skip
     return replace(whole, rows=tuple(rows))
 
 

@@ -74,12 +74,12 @@ def test_planner_asks_the_models_decision_balanced_with_a_copy_per_arm() -> None
     rights = []
     for item in main:
         top = Prediction.objects.get(model=study.model, image=item.image).top_classes
-        assert item.target_label == names[top[0]] == item.options[0]
-        assert item.correct_option == 0, "right = the model's decision"
+        assert item.target_label == names[top[0]] == item.options[item.correct_option], "right = the model's decision"
         right = item.target_label in item.image.categories
         rights.append(right)
-        other = item.options[1]
-        assert other != item.options[0]
+        assert item.correct_option == (0 if right else 1), "the stored order records whether the model was right"
+        other = item.options[1 - item.correct_option]
+        assert other != item.target_label
         assert other in item.image.categories, "the other option: the image's other (or true) category"
     assert rights.count(True) == rights.count(False) > 0, "as many failures as right decisions"
     # the test phase shows the control's stimulus whatever the arm; the learning items their own method's map
@@ -226,6 +226,28 @@ def test_analysis_rows_carry_the_utility() -> None:
     assert rows[1].accuracy == pytest.approx(correct[method == 1].mean())
     dropped = forward_simulation_analysis(j, n_boot=0, exclude_workers=[0, 1]).rows
     assert dropped[1].utility == pytest.approx(correct[method == 1].mean() / correct[(method == 0) & (worker > 1)].mean())
+
+
+def test_accuracy_is_reported_where_the_model_was_right_and_where_it_was_wrong() -> None:
+    """Items 0-4 of each arm: the model right (stored right answer 0); items 5-9: wrong (1)."""
+    from studies.analysis import Judgments
+    from studies.designs.forward_simulation import forward_simulation_analysis
+
+    rng = np.random.default_rng(3)
+    worker = np.repeat(np.arange(20), 10)
+    method = (worker >= 10).astype(np.intp)
+    local = np.tile(np.arange(10), 20)
+    item = local + 10 * method
+    model_wrong = local >= 5
+    correct = rng.random(200) < np.where(model_wrong, 0.35, 0.85)
+    j = Judgments(method=method, worker=worker, item=item, method_names=(CONTROL, EXPLAINED), correct=correct,
+                  item_right_option=model_wrong.astype(np.intp))  # fmt: skip
+    rows = forward_simulation_analysis(j, n_boot=300, seed=1).rows
+    for m, row in enumerate(rows):
+        assert row.accuracy_on_correct == pytest.approx(correct[(method == m) & ~model_wrong].mean())
+        assert row.accuracy_on_incorrect == pytest.approx(correct[(method == m) & model_wrong].mean())
+        assert row.n_judgments_on_correct + row.n_judgments_on_incorrect == row.n_judgments
+        assert row.boot_low_on_incorrect <= row.accuracy_on_incorrect <= row.boot_high_on_incorrect
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
