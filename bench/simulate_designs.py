@@ -63,7 +63,7 @@ def main() -> None:
         for observer in args.observers.split(","):
             copy = study_copy(source, observer)
             call_command("simulate_crowd", str(copy.pk), "--workers", str(workers), "--concurrency", "1",
-                         "--observer", observer, "--seed", str(args.seed), "--time-limit", "900", "--no-audit")
+                         "--observer", observer, "--seed", str(args.seed), "--time-limit", "900")
             filled = Response.objects.filter(assignment__item__study=copy, assignment__item__role=Item.Role.MAIN).count()
             results = study_results_compute(study=copy, include_simulated=True, seed=args.seed)
             print(f"\n{source.public_title} ({source.kind}) | {observer}: {filled}/{slots} main slots, "

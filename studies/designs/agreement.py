@@ -235,6 +235,10 @@ class Agreement(Design):
         """Nothing to draw: the scale has a fixed order and one model is shown."""
         return [], None
 
+    def stored_order_problem(self, order: Any, n_options: int) -> str | None:
+        """Nothing is drawn (:meth:`draw_choices`): the stored order is empty."""
+        return None if order == [] else f"stores option_order {order!r}; the scale's order is fixed (expected [])"
+
     def trial_content(self, *, item: Item, option_order: list[int], wording: Any) -> dict[str, Any]:
         """The 4-point scale (:data:`SCALE`) and, under the map, "The model predicts: <category>"."""
         return {"options": [], "scale": list(SCALE), "predicted": PREDICTED.format(label=item.target_label),

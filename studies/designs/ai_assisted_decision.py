@@ -174,6 +174,10 @@ class AiAssistedDecision(Agreement):
         """Nothing drawn: the order is :data:`ORDER` (Accept, Reject) on every trial, part of the protocol."""
         return list(ORDER), None
 
+    def stored_order_problem(self, order: Any, n_options: int) -> str | None:
+        """The stored order is :data:`ORDER` on every trial (:meth:`draw_choices`)."""
+        return None if order == list(ORDER) else f"stores option_order {order!r}, not the fixed {list(ORDER)}"
+
     def trial_content(self, *, item: Item, option_order: list[int], wording: Any) -> dict[str, Any]:
         """Accept / Reject (:data:`ANSWERS`, whatever ``option_order``) and, under the picture, "The AI
         says: <category> (<p>% confident)", ``p`` the stored softmax probability of the item's class

@@ -223,6 +223,13 @@ class Design:
         side = rng.random() < 0.5 if self.models_from == "pair" else None
         return order, side
 
+    def stored_order_problem(self, order: Any, n_options: int) -> str | None:
+        """What is wrong with an assignment's stored ``option_order`` (the audit), or ``None``: by
+        :meth:`draw_choices`'s rule it is a permutation of ``range(n_options)``."""
+        if not isinstance(order, list) or sorted(order) != list(range(n_options)):
+            return f"stores option_order {order!r}, not a permutation of {n_options} options"
+        return None
+
     def side_label(self, side: Side, wording: Any) -> str:
         """The caption over the image on ``side`` (a trial's images are :attr:`sides`). Default: none."""
         return ""

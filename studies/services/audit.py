@@ -186,9 +186,8 @@ def _check_choices(report: AuditReport, study: Study) -> None:
         "token", "option_order", "model_a_shown_left", "item__options"
     )
     for token, order, a_left, options in rows.iterator():
-        n = len(options or [])
-        if not isinstance(order, list) or sorted(order) != list(range(n)):
-            report.add("choices", f"assignment {token} stores option_order {order!r}, not a permutation of {n} options")
+        if (problem := design.stored_order_problem(order, len(options or []))) is not None:
+            report.add("choices", f"assignment {token} {problem}")
         if (problem := design.stored_side_problem(a_left)) is not None:
             report.add("choices", f"assignment {token} {problem}")
 

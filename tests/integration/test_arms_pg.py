@@ -1,4 +1,5 @@
-"""Between-subject arms under real concurrency on PostgreSQL (issue 16, item 1).
+"""Between-subject arms under real concurrency on PostgreSQL (issue 16, item 1), for every design
+that runs arms.
 
 48 threads, each with its own connection, enter the same study with three arms at once; the
 arms' counts must differ by at most one and every participant hold exactly one of the arms. Then
@@ -31,8 +32,12 @@ ARMS = [{"name": f"arm_{m}", "methods": [m]} for m in METHODS]
 N_ITEMS, QUOTA, PER_WORKER, THREADS = 60, 3, 5, 48  # per arm: 20 items x 3 = 60 slots, 16 workers x 5 = 80 wanted
 
 
-def _study() -> Study:
-    study = make_worker_study(n_main=N_ITEMS, n_practice=0, judgments_per_item=QUOTA,
+#: the designs whose studies run between-subject arms (issue 16): each one's arm and item allocation
+DESIGNS = ["class_discrimination", "agreement", "distinction", "forward_simulation", "ai_assisted_decision"]
+
+
+def _study(kind: str = "class_discrimination") -> Study:
+    study = make_worker_study(kind=kind, n_main=N_ITEMS, n_practice=0, judgments_per_item=QUOTA,
                               trials_per_participant=PER_WORKER, with_files=False)  # fmt: skip
     for k, pk in enumerate(Item.objects.filter(study=study, role=Item.Role.MAIN).order_by("id").values_list("pk", flat=True)):
         Item.objects.filter(pk=pk).update(method=METHODS[k % len(METHODS)])
@@ -72,14 +77,15 @@ def test_entry_locks_the_study_row():
     assert any("FOR NO KEY UPDATE" in q["sql"] for q in queries.captured_queries)
 
 
-def test_many_threads_enter_balanced_then_lease_only_their_arm():
-    study = _study()
+@pytest.mark.parametrize("kind", DESIGNS)
+def test_many_threads_enter_balanced_then_lease_only_their_arm(kind: str):
+    study = _study(kind)
     barrier = threading.Barrier(THREADS)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         ids = list(pool.map(lambda k: _enter(study, k, barrier), range(THREADS)))
     assert len(set(ids)) == THREADS
     counts = arm_counts(study=study)
-    print(f"arm counts after {THREADS} concurrent entries: {counts}")
+    print(f"{kind}: arm counts after {THREADS} concurrent entries: {counts}")
     assert set(counts) == {a["name"] for a in ARMS}
     assert sum(counts.values()) == THREADS
     assert max(counts.values()) - min(counts.values()) <= 1, counts
@@ -92,7 +98,7 @@ def test_many_threads_enter_balanced_then_lease_only_their_arm():
     barrier = threading.Barrier(THREADS)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         answered = list(pool.map(lambda p: _work(p, barrier), people))
-    print(f"answered: {sum(answered)} (slots {N_ITEMS * QUOTA})")
+    print(f"{kind}: answered {sum(answered)} (slots {N_ITEMS * QUOTA})")
 
     arm_method = {a["name"]: a["methods"][0] for a in ARMS}
     held = Assignment.objects.filter(participant__study=study).values_list("participant__arm", "item__method")

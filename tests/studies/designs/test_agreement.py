@@ -309,3 +309,21 @@ def test_openapi_lists_the_kind(client) -> None:  # type: ignore[no-untyped-def]
     text = json.dumps(schema)
     assert "`agreement`: `choice` = 0-based position on `scale`" in text
 
+
+
+def test_the_audit_knows_the_scale_has_no_drawn_order() -> None:
+    """An agreement trial stores no option order (the scale is fixed): the audit accepts that and
+    names a stored order that is not empty."""
+    from studies.models import Assignment
+    from studies.services.audit import study_audit
+
+    study = _agreement_study(n_main=4, n_catch=0, trials_per_participant=2)
+    client, token = _worker_through_practice(study)
+    trial = api(client, "get", "/api/v1/participant/trial", token).json()["trial"]
+    api(client, "post", "/api/v1/participant/trial", token, {"assignment": trial["token"], "choice": 3})
+    assert Assignment.objects.get(token=trial["token"]).option_order == []
+    assert not [p for p in study_audit(study_id=study.pk, check_files=False).problems if p.code == "choices"]
+    Assignment.objects.filter(token=trial["token"]).update(option_order=[1, 0])
+    problems = [p.message for p in study_audit(study_id=study.pk, check_files=False).problems if p.code == "choices"]
+    assert problems
+    assert "fixed" in problems[0]
