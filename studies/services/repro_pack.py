@@ -32,7 +32,7 @@ from studies.services.exports import csv_lines, export_rows
 from studies.services.participation import questionnaire_questions
 from studies.services.results import study_results_compute
 
-__all__ = ["PACKAGES", "software_versions", "study_repro_pack_write"]
+__all__ = ["PACKAGES", "STUDY_CONFIG_FIELDS", "software_versions", "study_repro_pack_write"]
 
 PACKAGES = (
     "xaistudy", "Django", "numpy", "scipy", "matplotlib", "pillow", "celery", "psycopg2-binary", "torch",
@@ -63,15 +63,18 @@ def software_versions() -> dict[str, Any]:
     }
 
 
+#: the ``Study`` fields written to ``study.json`` (``services.preregistration`` hashes them too)
+STUDY_CONFIG_FIELDS = (
+    "name", "public_title", "public_description", "slug", "kind", "methods", "judgments_per_item",
+    "trials_per_participant", "catch_trials", "practice_trials", "practice_pass_fraction", "practice_attempts",
+    "min_viewport_width", "min_viewport_height", "question", "wording", "consent_version", "instructions",
+    "questionnaire", "platform", "seed", "lease_seconds", "require_both_correct", "explainer_options",
+    "exclusion_rules", "status",
+)  # fmt: skip
+
+
 def _study_config(study: Study) -> dict[str, Any]:
-    fields = (
-        "name", "public_title", "public_description", "slug", "kind", "methods", "judgments_per_item",
-        "trials_per_participant", "catch_trials", "practice_trials", "practice_pass_fraction", "practice_attempts",
-        "min_viewport_width", "min_viewport_height", "question", "wording", "consent_version", "instructions",
-        "questionnaire", "platform", "seed", "lease_seconds", "require_both_correct", "explainer_options",
-        "exclusion_rules", "status",
-    )  # fmt: skip
-    config = {name: getattr(study, name) for name in fields}
+    config = {name: getattr(study, name) for name in STUDY_CONFIG_FIELDS}
     config["questions"] = [  # the questionnaire as workers saw it (names, texts, types), as in the exports
         {"name": q.name, "text": q.label, "type": q.type, "choices": list(q.choices), "required": q.required}
         for q in questionnaire_questions(study=study)

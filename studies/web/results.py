@@ -53,6 +53,7 @@ from studies.services.exports import (
     export_rows,
     streaming_csv_response,
 )
+from studies.services.preregistration import study_config_hash
 from studies.services.repro_pack import study_repro_pack_write
 from studies.services.results import (
     ArmResults,
@@ -207,6 +208,7 @@ def results_page(request: HttpRequest, slug: str) -> HttpResponse:
                     for export in EXPORT_KINDS if request.user.has_perms(export_permissions(export))],  # fmt: skip
         "pack_url": reverse("studies:results_pack", args=[study.slug]) + "?" + query,
         "title": f"Results: {study.name}",
+        "config_hash": study_config_hash(study),  # as in the pre-registration (manage.py preregister)
     }
     return render(request, "studies/results/page.html", context)
 
