@@ -595,3 +595,51 @@ class EvaluationResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.study_id}:{self.method}:{self.metric}"
+
+
+class PlatformAction(models.Model):
+    """One call to a crowd platform (the payment ledger, issue #17): written and committed *before*
+    the call with its idempotency key, updated with the platform's answer. A retry finds the row:
+    one still ``pending`` or ``sent`` (a crash or a timeout between the call and our commit) is
+    reconciled against the platform before anything is sent again, so nothing is paid twice and
+    nothing is forgotten (``studies.services.ledger``)."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "create the HIT / study"
+        PUBLISH = "publish", "publish"
+        APPROVE = "approve", "approve"
+        REJECT = "reject", "reject"
+        BONUS = "bonus", "bonus"
+        QUALIFY = "qualify", "grant the took-part qualification / add to the participant group"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "written, not sent"
+        SENT = "sent", "sent, no answer recorded"
+        CONFIRMED = "confirmed", "the platform confirmed it"
+        FAILED = "failed", "the platform refused it"
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="platform_actions")
+    participant = models.ForeignKey(
+        "Participant", on_delete=models.PROTECT, null=True, blank=True, related_name="platform_actions"
+    )
+    platform = models.CharField(max_length=16, choices=Study.Platform.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    idempotency_key = models.CharField(
+        max_length=64, unique=True, help_text="the same key on every retry (MTurk UniqueRequestToken, at most 64)"
+    )
+    amount_cents = models.PositiveIntegerField(null=True, blank=True, help_text="bonus or reward, in cents")
+    currency = models.CharField(max_length=3, default="USD")
+    request = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    response = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["study", "action", "status"], name="platform_action_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.action}:{self.idempotency_key} {self.status}"

@@ -188,6 +188,10 @@ if env_bool("XAISTUDY_TRUST_X_FORWARDED_FOR", False):
 XAISTUDY_FORM_TOKEN_MAX_AGE_S = env_int("XAISTUDY_FORM_TOKEN_MAX_AGE_S", 24 * 3600)
 # Public https origin of the site, used in the admin's "paste into MTurk/Prolific" snippets.
 XAISTUDY_PUBLIC_URL = os.environ.get("XAISTUDY_PUBLIC_URL", "")
+# Crowd platform APIs (studies/services/mturk.py, prolific.py; docs/platforms.md). Credentials come from the
+# environment only: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (boto3's chain) and PROLIFIC_TOKEN.
+XAISTUDY_MTURK_SANDBOX = env_bool("XAISTUDY_MTURK_SANDBOX", True)
+XAISTUDY_PROLIFIC_API = os.environ.get("XAISTUDY_PROLIFIC_API", "https://api.prolific.com/api/v1/")
 
 # --- Admin login throttling (django-axes) ------------------------------------------------
 # After AXES_FAILURE_LIMIT failed logins for one username from one client address, that pair
