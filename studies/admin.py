@@ -437,7 +437,7 @@ class StudyAdmin(admin.ModelAdmin):
     change_form_template = "admin/studies/study/change_form.html"  # Results link, lifecycle buttons
     actions = ("export_tidy_csv", "prepare_stimuli", "publish_study", "pause_study", "close_study",
                "cancel_preparation", "resume_preparation", "pilot_simulated", "evaluate_explanations",
-               "audit_validity")
+               "audit_validity", "platform_decide")
     #: The lifecycle steps of the change page's buttons (POST ``<id>/lifecycle/<step>/``, change permission).
     LIFECYCLE_STEPS = ("prepare", "publish", "pause", "close")
     fieldsets = (
@@ -537,6 +537,47 @@ class StudyAdmin(admin.ModelAdmin):
     def close_study(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> None:
         for study in queryset:
             self._lifecycle(request, study, "close")
+
+    @admin.action(description="Approve and reject on the platform (by the payment decisions)", permissions=["change"])
+    def platform_decide(self, request: HttpRequest, queryset: QuerySet[models.Study]) -> HttpResponse | None:
+        """First a confirmation page (platform, how many approved and rejected per study); on a POST
+        with ``confirm=yes``, ``platform_payments_decide`` is enqueued per study after the commit.
+        The study has no reward field, so the page states the counts only, not an amount."""
+        from studies.services.exports import exclusion_flags_compute, payment_decisions
+        from studies.tasks import platform_payments_decide_enqueue
+
+        studies = list(queryset.order_by("pk"))
+        on_platform = [s for s in studies if s.platform in (models.Study.Platform.MTURK, models.Study.Platform.PROLIFIC)]
+        for study in studies:
+            if study not in on_platform:
+                self.message_user(request, f"{study.name}: recruits by plain link, nothing to approve or reject "
+                                           "on a platform.", messages.WARNING)  # fmt: skip
+        if not on_platform:
+            return None
+        if request.POST.get("confirm") == "yes":
+            for study in on_platform:
+                platform_payments_decide_enqueue(study_id=study.pk)
+                self.message_user(request, f"{study.name}: approving and rejecting on "
+                                           f"{study.get_platform_display()} (queued).", messages.SUCCESS)  # fmt: skip
+            return None
+        rows = []
+        for study in on_platform:
+            decisions = payment_decisions(study=study, flags=exclusion_flags_compute(study=study))
+            counts = {"approve": 0, "reject": 0, "review": 0, "screened_out": 0}
+            for decision in decisions:
+                counts[decision.action] = counts.get(decision.action, 0) + 1
+            rows.append({"study": study, "platform": study.get_platform_display(), **counts,
+                         "left": counts["review"] + counts["screened_out"]})  # fmt: skip
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Approve and reject on the platform",
+            "opts": self.model._meta,
+            "rows": rows,
+            "selected": [s.pk for s in studies],
+            "action": "platform_decide",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/studies/study/platform_confirm.html", context)
 
     def _lifecycle(self, request: HttpRequest, study: models.Study, step: str) -> bool:
         """Run one lifecycle step through its service and say what happened (or why not)."""
@@ -860,3 +901,22 @@ class ResponseAdmin(admin.ModelAdmin):
 class EvaluationResultAdmin(admin.ModelAdmin):
     list_display = ("study", "method", "metric", "created_at")
     list_filter = ("metric", "method")
+
+
+@admin.register(models.PlatformAction)
+class PlatformActionAdmin(admin.ModelAdmin):
+    """The payment ledger, read-only: rows are written only by ``services.ledger`` (view permission)."""
+
+    list_display = ("platform", "action", "status", "amount_cents", "idempotency_key", "participant", "updated_at")
+    list_filter = ("platform", "action", "status")
+    search_fields = ("idempotency_key",)
+    raw_id_fields = ("study", "participant")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -43,6 +43,7 @@ transaction and answers the HTTP request only after the commit). The invariants:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -51,7 +52,7 @@ from django.db.models import Count, Q
 
 from studies.designs import design_for
 from studies.lib.arms import arm_methods, arm_names, arm_spread
-from studies.models import Assignment, Item, Participant, Response, Stimulus, Study
+from studies.models import Assignment, Item, Participant, PlatformAction, Response, Stimulus, Study
 from studies.selectors.allocation import arm_counts
 from studies.services.participation import completion_code_derive
 from studies.services.storage import storage_sha256
@@ -77,6 +78,10 @@ class AuditReport:
     assignments: int = 0
     responses: int = 0
     stimuli: int = 0
+    ledger_rows: int = 0
+    ledger_approvals: int = 0
+    ledger_rejections: int = 0
+    ledger_bonus_cents: int = 0
     problems: list[AuditProblem] = field(default_factory=list)
 
     @property
@@ -88,9 +93,15 @@ class AuditReport:
 
     def summary(self) -> str:
         verdict = "clean" if self.ok else f"{len(self.problems)} problem(s)"
+        ledger = (
+            f", ledger: {self.ledger_approvals} approved, {self.ledger_rejections} rejected, "
+            f"{self.ledger_bonus_cents} cents of bonus confirmed"
+            if self.ledger_rows
+            else ""
+        )
         return (
             f"study {self.study_id}: {self.items} items, {self.assignments} assignments, "
-            f"{self.responses} responses, {self.stimuli} stimuli checked: {verdict}"
+            f"{self.responses} responses, {self.stimuli} stimuli checked{ledger}: {verdict}"
         )
 
 
@@ -231,6 +242,60 @@ def _check_arms(report: AuditReport, study: Study) -> None:
                            f"{1 + leavers} allowed ({leavers} declined or screened-out participant(s) left their arm)")
 
 
+def _ledger_payload(row: PlatformAction) -> str:
+    """A bonus's request without its idempotency key (MTurk's ``UniqueRequestToken`` is the key),
+    as canonical JSON: two rows with equal payloads pay the same thing for the same purpose."""
+    request = row.request if isinstance(row.request, dict) else {"request": row.request}
+    kept = {k: v for k, v in request.items() if k != "UniqueRequestToken" and v != row.idempotency_key}
+    return json.dumps([row.amount_cents, row.currency, kept], sort_keys=True, default=str)
+
+
+def _check_ledger(report: AuditReport, study: Study) -> None:
+    rows = list(PlatformAction.objects.filter(study=study).order_by("pk"))
+    report.ledger_rows = len(rows)
+    for row in rows:
+        if row.status in (PlatformAction.Status.PENDING, PlatformAction.Status.SENT):
+            report.add("ledger", f"{row.action} {row.idempotency_key} (participant {row.participant_id}) is "
+                                 f"{row.status}, not confirmed: reconcile before paying again")  # fmt: skip
+    confirmed = [row for row in rows if row.status == PlatformAction.Status.CONFIRMED]
+    report.ledger_approvals = sum(row.action == PlatformAction.Action.APPROVE for row in confirmed)
+    report.ledger_rejections = sum(row.action == PlatformAction.Action.REJECT for row in confirmed)
+    report.ledger_bonus_cents = sum(
+        row.amount_cents or 0 for row in confirmed if row.action == PlatformAction.Action.BONUS
+    )
+    paid = [r for r in confirmed if r.participant_id is not None]
+    people = {p.pk: p for p in Participant.objects.filter(pk__in={r.participant_id for r in paid})}
+    by_person: dict[int, dict[str, list[PlatformAction]]] = {}
+    for row in paid:
+        by_person.setdefault(row.participant_id, {}).setdefault(row.action, []).append(row)
+        person = people[row.participant_id]
+        if row.action not in (PlatformAction.Action.APPROVE, PlatformAction.Action.BONUS):
+            continue
+        if person.study_id != study.pk or person.status != Participant.Status.COMPLETED:
+            report.add("ledger", f"{row.action} {row.idempotency_key} confirmed for participant {person.pk}, who did "
+                                 f"not complete the study (status {person.status!r})")  # fmt: skip
+        elif person.completion_code != completion_code_derive(study=study, participant_token=person.token):
+            report.add("ledger", f"{row.action} {row.idempotency_key} confirmed for participant {person.pk}, whose "
+                                 f"completion code {person.completion_code!r} is not its own")  # fmt: skip
+    for pk, actions in sorted(by_person.items()):
+        approvals = actions.get(PlatformAction.Action.APPROVE, [])
+        rejections = actions.get(PlatformAction.Action.REJECT, [])
+        if len(approvals) > 1:
+            report.add("ledger", f"participant {pk} has {len(approvals)} confirmed approvals: "
+                                 f"{', '.join(r.idempotency_key for r in approvals)}")  # fmt: skip
+        if approvals and rejections:
+            report.add("ledger", f"participant {pk} is both approved ({approvals[0].idempotency_key}) and rejected "
+                                 f"({rejections[0].idempotency_key})")  # fmt: skip
+        bonuses: dict[str, list[PlatformAction]] = {}
+        for row in actions.get(PlatformAction.Action.BONUS, []):
+            bonuses.setdefault(_ledger_payload(row), []).append(row)
+        for same in bonuses.values():
+            if len(same) > 1:
+                report.add("ledger", f"participant {pk} has {len(same)} confirmed bonuses of {same[0].amount_cents} "
+                                     f"cents for the same purpose ({', '.join(r.idempotency_key for r in same)}): "
+                                     f"possible double payment")  # fmt: skip
+
+
 def _study_stimuli(study: Study) -> Iterable[Stimulus]:
     """The stimuli the study's items show: every slot its design uses (``Design.stimulus_slots``:
     ``a`` = ``Item.stimulus_a``, ...; one query for all of them)."""
@@ -275,6 +340,7 @@ def study_audit(*, study_id: int, check_files: bool = True) -> AuditReport:
     _check_choices(report, study)
     _check_screened(report, study)
     _check_arms(report, study)
+    _check_ledger(report, study)
     if check_files:
         _check_stimuli(report, study)
     return report

@@ -195,7 +195,7 @@ def test_worker_flow_study_with_arms_is_analysed_per_arm():
 @pytest.mark.services
 def test_binary_copy_and_fetchall_give_the_same_arms():
     if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (DATABASE_URL)")
+        pytest.fail("the services suite needs PostgreSQL (DATABASE_URL)", pytrace=False)
     study = _synthetic_arm_study(seed=5)
     via_copy = study_judgments_load(study=study, method="copy").judgments
     via_fetch = study_judgments_load(study=study, method="fetch").judgments

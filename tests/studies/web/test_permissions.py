@@ -162,6 +162,7 @@ ACTIONS: dict[tuple[str, str], dict[str, object]] = {
     ("study", "cancel_preparation"):    {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "resume_preparation"):    {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("study", "audit_validity"):        {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
+    ("study", "platform_decide"):       {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("job", "cancel_jobs"):             {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
     ("job", "resume_jobs"):             {"anonymous": LOGIN, "staff": DENIED, "view": REFUSED, "view_ids": REFUSED, "change": RAN, "superuser": RAN},
 }  # fmt: skip
@@ -177,6 +178,7 @@ SERVICES = {
     "cancel_preparation": ("studies.pipeline.prepare", "job_cancel"),
     "resume_preparation": ("studies.pipeline.prepare", "job_resume"),
     "audit_validity": ("studies.services.validity", "study_validity_audit"),
+    "platform_decide": ("studies.tasks", "platform_payments_decide_enqueue"),  # after its confirmation page
     "cancel_jobs": ("studies.pipeline.prepare", "job_cancel"),
     "resume_jobs": ("studies.pipeline.prepare", "job_resume"),
 }
@@ -220,7 +222,8 @@ def test_admin_actions(role, changelist, action, login, study, monkeypatch):
     client = login(role)
     selected = job.pk if changelist == "job" else study.pk
     url = reverse(f"admin:studies_{changelist}_changelist")
-    response = client.post(url, {"action": action, "_selected_action": [selected], "index": "0"})
+    response = client.post(url, {"action": action, "_selected_action": [selected], "index": "0",
+                                 "confirm": "yes"})  # fmt: skip
     expected = ACTIONS[(changelist, action)][role]
     if expected == LOGIN:
         assert response.status_code == 302
