@@ -26,7 +26,6 @@ unrelated bonus of the same amount is not taken for this one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.error
@@ -40,7 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from studies.models import Participant, PlatformAction, Study
 from studies.selectors.participation import platform_setup
-from studies.services.ledger import PlatformRefused, ledger_call
+from studies.services.ledger import PlatformRefused, ledger_call, ledger_key
 
 DEFAULT_API = "https://api.prolific.com/api/v1/"
 TIMEOUT_S = 30
@@ -85,9 +84,11 @@ def _request(method: str, path: str, body: dict | None = None, *, timeout: float
     return json.loads(raw) if raw.strip() else {}
 
 
-def _key(action: str, *parts: object) -> str:
-    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()
-    return f"prolific:{action}:{digest[:40]}"
+def _key(study: Study, action: str, *parts: object) -> str:
+    """The ledger's idempotency key (``ledger.ledger_key``) of a Prolific action on ``study``, ``parts``
+    naming which one (the submission, the bonus payments, the group)."""
+    return ledger_key(platform=Study.Platform.PROLIFIC, action=action, study=study,
+                      extra=json.dumps([str(p) for p in parts]))  # fmt: skip
 
 
 def _prolific_study_id(study: Study) -> str:
@@ -165,7 +166,7 @@ def study_draft_create(
         return None
 
     return ledger_call(
-        study=study, action=PlatformAction.Action.CREATE, key=_key("create", study.pk, study.slug),
+        study=study, action=PlatformAction.Action.CREATE, key=_key(study, "create"),
         call=lambda: _request("POST", "studies/", body), reconcile=reconcile,
         amount_cents=int(reward_cents) * int(places), request=body,
     )  # fmt: skip
@@ -179,7 +180,7 @@ def study_publish(*, study: Study) -> PlatformAction:
         return record if record.get("status") not in (None, "UNPUBLISHED") else None
 
     return ledger_call(
-        study=study, action=PlatformAction.Action.PUBLISH, key=_key("publish", pid),
+        study=study, action=PlatformAction.Action.PUBLISH, key=_key(study, "publish", pid),
         call=lambda: _request("POST", f"studies/{pid}/transition/", {"action": "PUBLISH"}),
         reconcile=reconcile, request={"study": pid, "action": "PUBLISH"},
     )  # fmt: skip
@@ -220,7 +221,7 @@ def _transition(*, study: Study, participant: Participant, action: str, body_ext
         return record if record.get("status") == done else None
 
     return ledger_call(
-        study=study, participant=participant, action=action.lower(), key=_key(action.lower(), sid),
+        study=study, participant=participant, action=action.lower(), key=_key(study, action.lower(), sid),
         call=lambda: _request("POST", f"submissions/{sid}/transition/", body), reconcile=reconcile,
         request={"submission": sid, **body},
     )  # fmt: skip
@@ -269,7 +270,7 @@ def bonuses_send(*, study: Study, payments: dict[str, int] | Iterable[tuple[str,
     if not wanted or any(int(c) <= 0 for c in wanted.values()):
         raise ValueError("bonuses must be positive amounts in cents")
     items = sorted((str(p), int(c)) for p, c in wanted.items())
-    key = _key("bonus", study.pk, items)
+    key = _key(study, "bonus", items)
     row = PlatformAction.objects.filter(idempotency_key=key).first()
     if row is not None and "baseline" in row.request:
         baseline = {
@@ -326,7 +327,7 @@ def participant_group_add(*, study: Study, group_id: str, participant_ids: Itera
         return {"members": sorted(members & set(ids))} if set(ids) <= members else None
 
     return ledger_call(
-        study=study, action=PlatformAction.Action.QUALIFY, key=_key("group", group_id, ids),
+        study=study, action=PlatformAction.Action.QUALIFY, key=_key(study, "group", group_id, ids),
         call=lambda: _request("POST", f"participant-groups/{group_id}/participants/", body),
         reconcile=reconcile, request={"group": group_id, **body},
     )  # fmt: skip
